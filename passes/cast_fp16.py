@@ -1,0 +1,67 @@
+"""`cast-fp16`: store float32 weights as float16, restored by a Cast at session start.
+
+Rewrites: each targeted float32 initializer W becomes a float16 initializer W' plus a
+``Cast(to=FLOAT)`` node producing the original name, placed in the graph that owns W (so
+weights inside If/Loop/Scan bodies work too). onnxruntime folds the Cast when the session
+starts, so compute stays float32 and only the file shrinks (2x on the weights).
+Error: |W - fp32(fp16(W))| <= 2^-11 |W| for normal values. Skips: weights whose values
+overflow float16 (|w| > 65504), non-float32 weights, tensors below ``min_params``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxzip import model as M
+from onnxzip.kernels.prune import relative_error
+from onnxzip.passes.base import Pass, PassResult, Skip, TargetConfig, TensorStat, no_target_warning, select_weights
+
+FP16_MAX = 65504.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CastFp16Config(TargetConfig):
+    DEFAULT_OPS: ClassVar[tuple[str, ...]] = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Gather")
+
+
+class CastFp16Pass(Pass):
+    name = "cast-fp16"
+    summary = "store float32 weights as float16 (Cast back at load; halves weight bytes)"
+    Config = CastFp16Config
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        cfg: CastFp16Config = self.config  # type: ignore[assignment]
+        skipped: list[Skip] = []
+        stats: list[TensorStat] = []
+        names = M.NameGen(model)
+        for ref in list(select_weights(model, cfg, skipped)):
+            t = ref.tensor
+            if t.data_type != onnx.TensorProto.FLOAT:
+                skipped.append(Skip(t.name, "weight is not float32"))
+                continue
+            w = ref.array()
+            if w.size and float(np.max(np.abs(w))) > FP16_MAX:
+                skipped.append(Skip(t.name, "values overflow float16 (|w| > 65504)"))
+                continue
+            h = w.astype(np.float16)
+            old_name = t.name
+            new_name = names(t.name + "_fp16")
+            before = M.tensor_nbytes(t)
+            t.CopyFrom(M.make_tensor(h, new_name))
+            cast = helper.make_node("Cast", [new_name], [old_name], name=names(old_name + "_cast"), to=onnx.TensorProto.FLOAT)
+            ref.owner.graph.node.insert(0, cast)
+            stats.append(
+                TensorStat(
+                    name=old_name, node=ref.node.name, op=ref.node.op_type,
+                    bytes_before=before, bytes_after=M.tensor_nbytes(t),
+                    params_before=w.size, params_after=w.size, bits=16,
+                    rel_error=relative_error(w, h.astype(np.float32)),
+                )
+            )
+        warnings = [] if stats or skipped else [no_target_warning(cfg)]
+        return PassResult(model, bool(stats), tensors=stats, skipped=skipped, warnings=warnings)
