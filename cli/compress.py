@@ -17,6 +17,7 @@ def compress(
     model: Path = typer.Argument(..., help="ONNX model file to compress."),
     recipe: str = typer.Option(..., "--recipe", "-r", help="Recipe file (.yaml) or preset name (see `onnxzip recipes`)."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the compressed model (.onnx)."),
+    calib: Path = typer.Option(None, "--calib", help="Calibration data (.npz keyed by input name) for data-aware passes; overrides the recipe's `calibration.data`."),
     report: Path = typer.Option(None, "--report", help="Write the JSON report here."),
     markdown_path: Path = typer.Option(None, "--markdown", help="Write a Markdown summary (for a PR comment) here."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report on stdout."),
@@ -44,7 +45,7 @@ def compress(
     def on_step(i: int, n: int, name: str) -> None:
         say(f"  [{i + 1}/{n}] {name}", quiet=quiet)
 
-    result = run_compress(model, r, output, force=force, on_step=on_step)
+    result = run_compress(model, r, output, force=force, on_step=on_step, calib=calib)
     rep = result.report
     if report is not None:
         write_json(rep, report)
