@@ -432,12 +432,14 @@ def load_model(path: str | Path, *, check: bool = True, prepare: bool = True) ->
     base_dir = p.parent if str(p.parent) else Path(".")
     check_external_paths(model, base_dir)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in iter_tensors(model)):
+        if check:  # by path, before the data is in memory (the checker reads the proto only)
+            _run_checker(str(p), what=f"`{p}`")
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(base_dir))
         except Exception as e:  # onnx raises several types here
             raise ModelError(f"cannot load external data of `{p}`", causes=[str(e)], hint="check the data files next to the model") from None
-    if check:
-        check_model(model, what=f"`{p}`")
+    elif check:
+        _run_checker(model, what=f"`{p}`")
     if prepare:
         lift_constants(model)
         name_nodes(model)
@@ -446,14 +448,18 @@ def load_model(path: str | Path, *, check: bool = True, prepare: bool = True) ->
 
 def check_model(model: onnx.ModelProto, *, what: str = "model") -> None:
     """onnx.checker on the model (by path when over protobuf's size limit)."""
+    if _data_bytes(model) >= EXTERNAL_THRESHOLD:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(d) / "model.onnx"
+            _write(model, tmp, external=True)
+            _run_checker(str(tmp), what=what)
+    else:
+        _run_checker(model, what=what)
+
+
+def _run_checker(model_or_path: onnx.ModelProto | str, *, what: str) -> None:
     try:
-        if _data_bytes(model) >= EXTERNAL_THRESHOLD:
-            with tempfile.TemporaryDirectory() as d:
-                tmp = Path(d) / "model.onnx"
-                _write(model, tmp, external=True)
-                onnx.checker.check_model(str(tmp))
-        else:
-            onnx.checker.check_model(model)
+        onnx.checker.check_model(model_or_path)
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "validation failed"
         raise ModelError(

@@ -238,21 +238,26 @@ def test_helpers(mlp_path: Path):
 @pytest.mark.slow
 def test_over_2gb_model_saves_with_external_data(tmp_path: Path):
     """A model just over protobuf's 2 GB limit saves through external data and reloads."""
-    n = (2**31 // 4) + 1024  # just over 2 GiB of float32
-    w = np.zeros(n, dtype=np.float32)
-    w[::1_000_003] = 1.0
+    n = 2**28 + 256  # two tensors of just over 1 GiB each
     g = helper.make_graph(
-        [helper.make_node("Add", ["x", "w"], ["y"])],
+        [helper.make_node("Add", ["x", "w0"], ["s"]), helper.make_node("Add", ["s", "w1"], ["y"])],
         "big",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])],
-        [numpy_helper.from_array(w, "w")],
     )
-    del w
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    for i in range(2):  # appended in place: make_graph would serialize (and fail) over 2 GB
+        w = np.zeros(n, dtype=np.float32)
+        w[:: 1_000_003] = i + 1
+        t = m.graph.initializer.add()
+        t.name, t.data_type = f"w{i}", TensorProto.FLOAT
+        t.dims.append(n)
+        t.raw_data = w.tobytes()
+        del w
     files = M.save_model(m, tmp_path / "big.onnx")
-    assert len(files) == 2 and files[0].stat().st_size > 2**31
+    assert [f.name for f in files] == ["big.onnx.data", "big.onnx"]
+    assert files[0].stat().st_size > 2**31 and files[1].stat().st_size < 10_000
     del m
     back = M.load_model(tmp_path / "big.onnx", check=True)
-    t = back.graph.initializer[0]
-    assert M.tensor_nbytes(t) == n * 4
+    w1 = M.to_array(back.graph.initializer[1])
+    assert w1.shape == (n,) and w1[0] == 2.0 and w1[1] == 0.0 and int(np.count_nonzero(w1)) == len(range(0, n, 1_000_003))
