@@ -9,9 +9,9 @@ use: a missing input, a wrong dtype or a shape that contradicts the model is a
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -120,7 +120,7 @@ class NpzData:
                     causes=[f"expected {s.describe()}, found {found}"],
                     hint=f"convert it: array.astype(numpy.{s.dtype.name})",
                 )
-            if a.ndim != len(s.shape) or any(isinstance(d, int) and d != n for d, n in zip(s.shape[1:], a.shape[1:])) or (
+            if a.ndim != len(s.shape) or any(isinstance(d, int) and d != n for d, n in zip(s.shape[1:], a.shape[1:], strict=False)) or (
                 isinstance(s.shape[0], int) and s.shape[0] not in (a.shape[0], 1) and a.ndim
             ):
                 raise DataError(

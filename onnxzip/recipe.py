@@ -449,7 +449,7 @@ def _calibration(v: _Validator, raw: Any) -> Calibration | None:
     if not isinstance(raw, dict):
         v.fail(("calibration",), f"`calibration` must be a mapping, got {_describe(raw)}", "example: `calibration: {data: calib.npz, samples: 128}`")
     allowed = [f.name for f in dataclasses.fields(Calibration)]
-    for k, value in raw.items():
+    for k in raw:
         if k not in allowed:
             v.fail(("calibration", k), f"calibration: unknown key `{k}`", did_you_mean(str(k), allowed))
     data = raw.get("data")
@@ -470,14 +470,13 @@ def _check_order(v: _Validator, steps: list[PassStep]) -> None:
     for i, s in enumerate(steps):
         positions.setdefault(s.name, []).append(i)
     for rule in ORDER_RULES:
-        if rule.first in positions and rule.then in positions:
-            if max(positions[rule.first]) > min(positions[rule.then]):
-                late = max(positions[rule.first])
-                v.fail(
-                    ("passes", late),
-                    f"pass `{rule.first}` must come before `{rule.then}`: {rule.why}",
-                    f"move `{rule.first}` above `{rule.then}` in `passes`",
-                )
+        first, then = positions.get(rule.first), positions.get(rule.then)
+        if first and then and max(first) > min(then):
+            v.fail(
+                ("passes", max(first)),
+                f"pass `{rule.first}` must come before `{rule.then}`: {rule.why}",
+                f"move `{rule.first}` above `{rule.then}` in `passes`",
+            )
 
 
 # --------------------------------------------------------------------------- loading

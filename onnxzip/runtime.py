@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -37,7 +38,7 @@ PROVIDER_ALIASES = {
 def _register_decoders() -> None:
     # Explicit, not by import side effect of the codec modules.
     try:
-        from onnxzip._huffman_op import decode_node  # noqa: WPS433 - optional until the codec lands
+        from onnxzip._huffman_op import decode_node
     except ImportError:
         return
     DECODERS["HuffmanDecode"] = decode_node

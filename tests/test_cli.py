@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from conftest import SAMPLES, assert_one_error, cli, feeds_for, invoke, make_mlp, run
 
 
@@ -78,7 +77,7 @@ BAD_RECIPES = {
 @pytest.mark.parametrize("case", sorted(BAD_RECIPES))
 def test_bad_recipe_exit_2_no_output(tmp_path: Path, mlp_path: Path, case: str):
     out = tmp_path / "o.onnx"
-    code, stdout, stderr = invoke("compress", str(mlp_path), "-r", str(_bad_recipe(tmp_path, BAD_RECIPES[case])), "-o", str(out))
+    code, _, stderr = invoke("compress", str(mlp_path), "-r", str(_bad_recipe(tmp_path, BAD_RECIPES[case])), "-o", str(out))
     assert code == 2
     assert_one_error(stderr)
     assert "r.yaml" in stderr

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import make_mlp, run
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import make_mlp, run
 from onnxzip import model as M
 from onnxzip.errors import ModelError, UsageError
 
@@ -60,7 +60,7 @@ def test_load_truncated(tmp_path: Path, mlp_path: Path):
     data = mlp_path.read_bytes()
     p = tmp_path / "trunc.onnx"
     p.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelError, match="not a valid ONNX file"):
+    with pytest.raises(ModelError, match=r"not a valid ONNX file"):
         M.load_model(p)
 
 
@@ -74,7 +74,7 @@ def test_load_checker_failure(tmp_path: Path):
     m.graph.node[0].input[1] = "does_not_exist"
     p = tmp_path / "invalid.onnx"
     p.write_bytes(m.SerializeToString())
-    with pytest.raises(ModelError, match="fails onnx.checker"):
+    with pytest.raises(ModelError, match=r"fails onnx\.checker"):
         M.load_model(p)
 
 

@@ -3,6 +3,8 @@ key and the valid choices."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from onnxzip.errors import RecipeError
@@ -41,8 +43,8 @@ def test_good_recipe_parses():
     assert cast.exclude == ("fc2*",)
     assert cast.for_names("fc1", "w1") is None  # override skip
     assert r.gates == {"min_cosine": 0.99}
-    with pytest.raises(Exception):
-        cast.min_params = 1  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cast.min_params = 1  # type: ignore[misc]
 
 
 def test_override_changes_value(monkeypatch):
