@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -43,7 +43,7 @@ class Scope:
     """One graph and its enclosing scope, for name lookups that respect ONNX scoping."""
 
     graph: onnx.GraphProto
-    parent: "Scope | None" = None
+    parent: Scope | None = None
     owner: onnx.NodeProto | None = None  # the If/Loop/Scan node holding this graph
     path: str = ""  # human-readable location, "" for the main graph
 
@@ -56,7 +56,7 @@ class Scope:
             names.update(o for o in n.output if o)
         return names
 
-    def lookup_initializer(self, name: str) -> tuple["Scope", onnx.TensorProto] | None:
+    def lookup_initializer(self, name: str) -> tuple[Scope, onnx.TensorProto] | None:
         """The initializer named ``name`` visible from this graph, with the scope owning it.
 
         An inner graph input or node output of the same name shadows outer initializers.

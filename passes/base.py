@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -75,7 +76,7 @@ class TargetConfig(PassConfig):
     def target_ops(self) -> tuple[str, ...]:
         return self.ops or self.DEFAULT_OPS
 
-    def for_names(self, *names: str) -> "TargetConfig | None":
+    def for_names(self, *names: str) -> TargetConfig | None:
         """This config with the first matching override applied; None when it says skip."""
         for glob, items in self.overrides:
             if any(n and fnmatch.fnmatchcase(n, glob) for n in names):

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import SAMPLES, assert_one_error, invoke, make_mlp, run
+from conftest import SAMPLES, invoke, make_mlp, run
 from onnxzip import model as M
 from onnxzip.errors import PassFailure
 from onnxzip.passes import REGISTRY
