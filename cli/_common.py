@@ -13,11 +13,11 @@ from onnxzip.errors import OnnxzipError
 
 def err_console() -> Console:
     # rich honours NO_COLOR itself; highlight off so numbers are not recoloured at random.
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def out_console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def print_error(e: OnnxzipError) -> None:

@@ -290,6 +290,14 @@ class _Validator:
             cfg.check()
         except ConfigIssue as e:
             self.fail(path + (e.key,), f"key `{e.key}`: {e.message}", e.hint, where=where)
+        for glob, items in getattr(cfg, "overrides", ()):
+            changes = {k: val for k, val in items if k != "skip"}
+            if not changes:
+                continue
+            try:
+                dataclasses.replace(cfg, overrides=(), **changes).check()
+            except ConfigIssue as e:
+                self.fail(path + ("overrides", glob), f"key `overrides`: override `{glob}`: key `{e.key}`: {e.message}", e.hint, where=where)
         return cfg
 
     def value(self, value: Any, tp: Any, f: dataclasses.Field, path: tuple, *, where: str) -> Any:

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 
 from onnxzip.passes.base import Pass, PassConfig, PassContext, PassResult, Skip, TargetConfig, TensorStat
 from onnxzip.passes.cast_fp16 import CastFp16Pass
+from onnxzip.passes.prune import PrunePass
 from onnxzip.passes.simplify import SimplifyPass
 
 # recipe name -> pass class (its Config and summary ride on the class). One line a pass.
 REGISTRY: dict[str, type[Pass]] = {
     "simplify": SimplifyPass,
     "cast-fp16": CastFp16Pass,
+    "prune": PrunePass,
 }
 
 

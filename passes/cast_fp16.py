@@ -39,7 +39,9 @@ class CastFp16Pass(Pass):
         skipped: list[Skip] = []
         stats: list[TensorStat] = []
         names = M.NameGen(model)
-        for ref in list(select_weights(model, cfg, skipped)):
+        refs = list(select_weights(model, cfg, skipped))
+        selected = bool(refs)
+        for ref in refs:
             t = ref.tensor
             if t.data_type != onnx.TensorProto.FLOAT:
                 skipped.append(Skip(t.name, "weight is not float32"))
@@ -63,5 +65,5 @@ class CastFp16Pass(Pass):
                     rel_error=relative_error(w, h.astype(np.float32)),
                 )
             )
-        warnings = [] if stats or skipped else [no_target_warning(cfg)]
+        warnings = [] if stats or selected else [no_target_warning(cfg)]
         return PassResult(model, bool(stats), tensors=stats, skipped=skipped, warnings=warnings)
