@@ -23,6 +23,7 @@ from onnxzip import __version__
 from onnxzip.cli import compress as _compress
 from onnxzip.cli import inspect as _inspect
 from onnxzip.cli import recipes as _recipes
+from onnxzip.cli import unpack as _unpack
 from onnxzip.cli import validate as _validate
 from onnxzip.cli._common import debug_enabled, print_error
 from onnxzip.errors import EXIT_INTERNAL, EXIT_USAGE, OnnxzipError
@@ -59,6 +60,7 @@ app.command("compress")(_compress.compress)
 app.command("validate")(_validate.validate)
 app.command("inspect")(_inspect.inspect)
 app.command("recipes")(_recipes.recipes)
+app.command("unpack")(_unpack.unpack)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -230,17 +230,19 @@ class NameGen:
         return name
 
 
-def remove_unused_initializers(model: onnx.ModelProto) -> int:
-    """Drop initializers no node (in any graph) reads and no graph outputs; returns the count."""
+def remove_unused_initializers(model: onnx.ModelProto, only: set[str] | None = None) -> int:
+    """Drop initializers no node (in any graph) reads and no graph outputs or inputs name;
+    with ``only``, consider just those names. Returns the count removed."""
     used: set[str] = set()
     for scope in walk(model):
         for n in scope.graph.node:
             used.update(n.input)
         used.update(o.name for o in scope.graph.output)
+        used.update(i.name for i in scope.graph.input)
     removed = 0
     for scope in walk(model):
         g = scope.graph
-        keep = [t for t in g.initializer if t.name in used]
+        keep = [t for t in g.initializer if t.name in used or (only is not None and t.name not in only)]
         if len(keep) != len(g.initializer):
             removed += len(g.initializer) - len(keep)
             del g.initializer[:]
@@ -394,11 +396,12 @@ def name_nodes(model: onnx.ModelProto) -> int:
     return named
 
 
-def load_model(path: str | Path, *, check: bool = True, prepare: bool = True) -> onnx.ModelProto:
+def load_model(path: str | Path, *, check: bool = True, prepare: bool = True, external: bool = True) -> onnx.ModelProto:
     """Load an ONNX model safely.
 
     External data is read only from the model's own folder. With ``prepare`` Constant
-    tensors are lifted to initializers and unnamed nodes are named. Every failure is a
+    tensors are lifted to initializers and unnamed nodes are named. With ``external``
+    False, external data is checked for containment but not read. Every failure is a
     :class:`ModelError` with a hint.
     """
     p = Path(path)
@@ -431,6 +434,8 @@ def load_model(path: str | Path, *, check: bool = True, prepare: bool = True) ->
         )
     base_dir = p.parent if str(p.parent) else Path(".")
     check_external_paths(model, base_dir)
+    if not external:
+        return model
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in iter_tensors(model)):
         if check:  # by path, before the data is in memory (the checker reads the proto only)
             _run_checker(str(p), what=f"`{p}`")

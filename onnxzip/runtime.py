@@ -56,6 +56,7 @@ def to_plain(model: onnx.ModelProto) -> onnx.ModelProto:
         _register_decoders()
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    consumed: set[str] = set()
     for scope in M.walk(out):
         g = scope.graph
         keep = []
@@ -71,10 +72,13 @@ def to_plain(model: onnx.ModelProto) -> onnx.ModelProto:
                 )
             arr = dec(node, scope)
             g.initializer.append(M.make_tensor(arr, node.output[0]))
+            consumed.update(node.input)
         del g.node[:]
         g.node.extend(keep)
-    M.remove_unused_initializers(out)
-    out.opset_import[:] = [o for o in out.opset_import if o.domain != M.ONNXZIP_DOMAIN]
+    M.remove_unused_initializers(out, only=consumed)
+    keep = [(o.domain, o.version) for o in out.opset_import if o.domain != M.ONNXZIP_DOMAIN]
+    del out.opset_import[:]  # repeated message fields take no slice assignment
+    out.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in keep)
     return out
 
 
@@ -95,16 +99,7 @@ def resolve_providers(names: Sequence[str] | None) -> list[str]:
     return out
 
 
-def session_from_model(
-    model: onnx.ModelProto,
-    providers: Sequence[str] = ("CPUExecutionProvider",),
-    *,
-    threads: int | None = None,
-    optimization: str = "all",
-    optimized_path: str | None = None,
-) -> Any:
-    """An onnxruntime session for an in-memory model (through a temp folder when the
-    model is over protobuf's 2 GB limit)."""
+def _session_options(threads: int | None, optimization: str, optimized_path: str | None) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -120,6 +115,33 @@ def session_from_model(
     }[optimization]
     if optimized_path:
         opts.optimized_model_filepath = optimized_path
+    return opts
+
+
+def session_from_path(path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionProvider",), *, threads: int | None = None, optimization: str = "all") -> Any:
+    """An onnxruntime session straight from a plain ONNX file (external data included)."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), _session_options(threads, optimization, None), providers=list(providers))
+    except Exception as e:  # onnxruntime raises its own exception types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"onnxruntime cannot load `{path}`", causes=[first], hint="run `onnxzip inspect` on it; the model may use ops this onnxruntime lacks") from None
+
+
+def session_from_model(
+    model: onnx.ModelProto,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    *,
+    threads: int | None = None,
+    optimization: str = "all",
+    optimized_path: str | None = None,
+) -> Any:
+    """An onnxruntime session for an in-memory model (through a temp folder when the
+    model is over protobuf's 2 GB limit)."""
+    import onnxruntime as ort
+
+    opts = _session_options(threads, optimization, optimized_path)
     plain = to_plain(model)
     if M._data_bytes(plain) >= M.EXTERNAL_THRESHOLD:
         with tempfile.TemporaryDirectory() as d:
@@ -137,9 +159,17 @@ class InferenceSession:
     """
 
     def __init__(self, path_or_model: str | os.PathLike | onnx.ModelProto, providers: Sequence[str] | None = None, *, threads: int | None = None):
-        model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else M.load_model(path_or_model, prepare=False)
         self.providers = resolve_providers(providers)
-        self._sess = session_from_model(model, self.providers, threads=threads)
+        if isinstance(path_or_model, onnx.ModelProto):
+            self._sess = session_from_model(path_or_model, self.providers, threads=threads)
+            return
+        path = Path(path_or_model)
+        skeleton = M.load_model(path, check=False, prepare=False, external=False)
+        if has_custom_nodes(skeleton):
+            del skeleton
+            self._sess = session_from_model(M.load_model(path, prepare=False), self.providers, threads=threads)
+        else:  # plain ONNX: let onnxruntime read the file itself (no copy, no re-serialization)
+            self._sess = session_from_path(path, self.providers, threads=threads)
 
     def run(self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._sess.run(output_names, feeds)

@@ -10,7 +10,7 @@ import onnx
 
 from onnxzip import model as M
 from onnxzip.passes import REGISTRY
-from onnxzip.passes.base import Skip, TargetConfig, select_weights
+from onnxzip.passes.base import Skip, TargetConfig
 from onnxzip.recipe import Recipe
 
 
@@ -70,12 +70,11 @@ def recipe_targets(model: onnx.ModelProto, recipe: Recipe) -> list[dict[str, Any
             out.append({"pass": step.name, "targets": None, "skipped": [], "note": "acts on the whole model"})
             continue
         skipped: list[Skip] = []
-        weight_input = getattr(REGISTRY[step.name], "WEIGHT_INPUT", None)
-        refs = list(select_weights(model, cfg, skipped, weight_input=weight_input))
+        refs = REGISTRY[step.name].targets(model, cfg, skipped)
         out.append(
             {
                 "pass": step.name,
-                "targets": [{"name": r.name, "node": r.node.name, "op": r.node.op_type, "params": M.numel(r.tensor)} for r in refs],
+                "targets": [{"name": name, "node": node.name, "op": node.op_type, "params": n} for name, node, n in refs],
                 "skipped": [s.to_dict() for s in skipped],
             }
         )

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from onnxzip.passes.base import Pass, PassConfig, PassContext, PassResult, Skip, TargetConfig, TensorStat
 from onnxzip.passes.cast_fp16 import CastFp16Pass
+from onnxzip.passes.factorize import FactorizePass
+from onnxzip.passes.huffman import HuffmanPass
 from onnxzip.passes.prune import PrunePass
 from onnxzip.passes.simplify import SimplifyPass
 
@@ -18,6 +20,8 @@ REGISTRY: dict[str, type[Pass]] = {
     "simplify": SimplifyPass,
     "cast-fp16": CastFp16Pass,
     "prune": PrunePass,
+    "factorize": FactorizePass,
+    "huffman": HuffmanPass,
 }
 
 

@@ -167,6 +167,15 @@ class Pass:
     def call(self, model: onnx.ModelProto) -> PassResult:  # pragma: no cover - interface
         raise NotImplementedError
 
+    @classmethod
+    def targets(cls, model: onnx.ModelProto, config: PassConfig, skipped: list[Skip]) -> list[tuple[str, onnx.NodeProto, int]]:
+        """(tensor name, consuming node, element count) for each tensor the pass would touch,
+        without changing anything (for `onnxzip inspect -r`). Passes whose targets are not
+        float weights override it."""
+        if not isinstance(config, TargetConfig):
+            return []
+        return [(r.name, r.node, M.numel(r.tensor)) for r in select_weights(model, config, skipped)]
+
 
 # --------------------------------------------------------------------------- targets
 
