@@ -181,7 +181,9 @@ def numel(tensor: onnx.TensorProto) -> int:
 
 def make_tensor(array: np.ndarray, name: str) -> onnx.TensorProto:
     """A tensor proto with raw data (the compact, deterministic encoding)."""
-    return numpy_helper.from_array(np.ascontiguousarray(array), name)
+    # np.ascontiguousarray would turn a 0-d scale into shape [1], which onnxruntime reads
+    # as per-axis and then refuses to fuse the QDQ pattern.
+    return numpy_helper.from_array(np.asarray(array, order="C"), name)
 
 
 def replace_initializer(scope_or_graph: Scope | onnx.GraphProto, name: str, array: np.ndarray) -> None:

@@ -8,20 +8,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxzip.passes.base import Pass, PassConfig, PassContext, PassResult, Skip, TargetConfig, TensorStat
+from onnxzip.passes.base import (
+    Pass,
+    PassConfig,
+    PassContext,
+    PassResult,
+    Skip,
+    TargetConfig,
+    TensorStat,
+)
 from onnxzip.passes.cast_fp16 import CastFp16Pass
 from onnxzip.passes.factorize import FactorizePass
 from onnxzip.passes.huffman import HuffmanPass
 from onnxzip.passes.prune import PrunePass
+from onnxzip.passes.quantize import QuantizePass
 from onnxzip.passes.simplify import SimplifyPass
 
 # recipe name -> pass class (its Config and summary ride on the class). One line a pass.
 REGISTRY: dict[str, type[Pass]] = {
     "simplify": SimplifyPass,
     "cast-fp16": CastFp16Pass,
-    "prune": PrunePass,
     "factorize": FactorizePass,
     "huffman": HuffmanPass,
+    "prune": PrunePass,
+    "quantize": QuantizePass,
 }
 
 
@@ -48,8 +58,8 @@ ORDER_RULES: tuple[OrderRule, ...] = (
 )
 
 __all__ = [
-    "REGISTRY",
     "ORDER_RULES",
+    "REGISTRY",
     "OrderRule",
     "Pass",
     "PassConfig",
