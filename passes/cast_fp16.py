@@ -4,12 +4,15 @@ Rewrites: each targeted float32 initializer W becomes a float16 initializer W' p
 ``Cast(to=FLOAT)`` node producing the original name, placed in the graph that owns W (so
 weights inside If/Loop/Scan bodies work too). onnxruntime folds the Cast when the session
 starts, so compute stays float32 and only the file shrinks (2x on the weights).
+With ``all_float`` every float32 initializer is a candidate (biases, normalization
+parameters, k-means codebooks), except quantization scales and zero points.
 Error: |W - fp32(fp16(W))| <= 2^-11 |W| for normal values. Skips: weights whose values
 overflow float16 (|w| > 65504), non-float32 weights, tensors below ``min_params``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,14 +22,65 @@ from onnx import helper
 
 from onnxzip import model as M
 from onnxzip.kernels.prune import relative_error
-from onnxzip.passes.base import Pass, PassResult, Skip, TargetConfig, TensorStat, no_target_warning, select_weights
+from onnxzip.passes.base import Pass, PassResult, Skip, TargetConfig, TensorStat, no_target_warning, opt, select_weights
 
 FP16_MAX = 65504.0
 
 
 @dataclass(frozen=True, kw_only=True)
 class CastFp16Config(TargetConfig):
+    all_float: bool = opt(
+        False,
+        "every float32 initializer of at least min_params elements (biases, norms, codebooks), "
+        "not only the weights of `ops`; quantization scales and zero points are left alone",
+    )
+
     DEFAULT_OPS: ClassVar[tuple[str, ...]] = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Gather")
+
+
+# Inputs whose exact float32 value matters to onnxruntime's QDQ fusions.
+_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+
+@dataclass
+class _Ref:
+    owner: M.Scope
+    tensor: onnx.TensorProto
+    node: onnx.NodeProto
+
+    def array(self) -> np.ndarray:
+        return M.to_array(self.tensor)
+
+
+def _all_float(model: onnx.ModelProto, cfg: CastFp16Config, skipped: list[Skip]) -> list[_Ref]:
+    """Every float32 initializer the config selects by name and size, with a consumer."""
+    consumer: dict[tuple[str, str], onnx.NodeProto] = {}
+    quant_inputs: set[str] = set()
+    for scope, node in M.iter_nodes(model):
+        for name in node.input:
+            found = scope.lookup_initializer(name) if name else None
+            if found is not None:
+                consumer.setdefault((found[0].path, name), node)
+                if node.op_type in _QUANT_OPS:
+                    quant_inputs.add(name)
+    refs = []
+    for scope in M.walk(model):
+        for t in scope.graph.initializer:
+            node = consumer.get((scope.path, t.name))
+            if node is None or t.data_type != onnx.TensorProto.FLOAT:
+                continue
+            names = (t.name, node.name)
+            if any(fnmatch.fnmatchcase(n, g) for g in cfg.exclude for n in names):
+                skipped.append(Skip(t.name, "excluded by the recipe"))
+            elif cfg.include and not any(fnmatch.fnmatchcase(n, g) for g in cfg.include for n in names):
+                continue
+            elif t.name in quant_inputs:
+                skipped.append(Skip(t.name, "quantization scale or zero point: kept float32"))
+            elif M.numel(t) < cfg.min_params:
+                skipped.append(Skip(t.name, f"{M.numel(t)} params < min_params {cfg.min_params}"))
+            else:
+                refs.append(_Ref(scope, t, node))
+    return refs
 
 
 class CastFp16Pass(Pass):
@@ -39,7 +93,7 @@ class CastFp16Pass(Pass):
         skipped: list[Skip] = []
         stats: list[TensorStat] = []
         names = M.NameGen(model)
-        refs = list(select_weights(model, cfg, skipped))
+        refs = _all_float(model, cfg, skipped) if cfg.all_float else list(select_weights(model, cfg, skipped))
         selected = bool(refs)
         for ref in refs:
             t = ref.tensor

@@ -458,7 +458,7 @@ def test_presets_keep_top1_agreement(tmp_path: Path, name: str):
         assert agree >= THRESHOLDS[preset], f"{name} {preset}: agreement {agree:.4f}"
         ratio = size0 / out.stat().st_size
         assert ratio > (1.9 if preset == "int4-weight-only" and name == "digits_cnn" else 2.5), f"{name} {preset}: size ratio {ratio:.2f}"
-        assert res.report["passes"][-1]["name"] == "quantize"
+        assert "quantize" in [p["name"] for p in res.report["passes"]]
 
 
 def test_compress_is_deterministic(tmp_path: Path):

@@ -1,0 +1,59 @@
+"""cast-fp16: weights (or every float tensor) stored as float16, restored by a Cast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from conftest import SAMPLES, feeds_for, make_mlp, run
+from onnxzip import model as M
+from onnxzip.pipeline import run_pipeline
+from onnxzip.recipe import parse_recipe
+
+
+def _run(model: onnx.ModelProto, text: str):
+    return run_pipeline(model, parse_recipe(text, "r.yaml"))
+
+
+def test_weights_only_by_default():
+    res = _run(make_mlp(), "version: 1\npasses: [cast-fp16]\n")
+    kinds = {t.name: t.data_type for t in res.model.graph.initializer}
+    assert kinds["w1_fp16"] == TensorProto.FLOAT16 and kinds["w2_fp16"] == TensorProto.FLOAT16
+    assert kinds["b1"] == TensorProto.FLOAT and kinds["b2"] == TensorProto.FLOAT
+    assert M.count_ops(res.model, "Cast") == 2
+
+
+def test_all_float_takes_biases_and_keeps_quant_scales():
+    text = """version: 1
+passes:
+  - quantize: {method: linear, bits: 8, granularity: per_channel}
+  - cast-fp16: {all_float: true, min_params: 1}
+"""
+    res = _run(make_mlp(k=64, h=128, n=10), text)
+    by_name = {t.name: t for s in M.walk(res.model) for t in s.graph.initializer}
+    assert by_name["b1_fp16"].data_type == TensorProto.FLOAT16
+    stats = res.steps[1].result
+    reasons = {s.name: s.reason for s in stats.skipped}
+    assert any("scale" in r for r in reasons.values()), reasons
+    for s in M.walk(res.model):
+        for n in s.graph.node:
+            if n.op_type == "DequantizeLinear":
+                assert by_name[n.input[1]].data_type == TensorProto.FLOAT
+
+
+def test_all_float_on_kmeans_cnn_keeps_top1(tmp_path: Path):
+    d = SAMPLES / "digits_cnn"
+    text = """version: 1
+passes:
+  - quantize: {method: kmeans, bits: 5}
+  - cast-fp16: {all_float: true, min_params: 1}
+"""
+    res = _run(M.load_model(d / "model.onnx"), text)
+    assert not [t for s in M.walk(res.model) for t in s.graph.initializer if t.data_type == TensorProto.FLOAT]
+    feeds, _ = feeds_for(d, 200)
+    ref = run(d / "model.onnx", feeds)[0].argmax(-1)
+    got = run(res.model, feeds)[0].argmax(-1)
+    assert np.mean(got == ref) >= 0.99
