@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 from onnxzip import __version__
 from onnxzip.cli import compress as _compress
+from onnxzip.cli import eval as _eval
 from onnxzip.cli import inspect as _inspect
 from onnxzip.cli import recipes as _recipes
 from onnxzip.cli import unpack as _unpack
@@ -57,6 +58,7 @@ def _root(
 
 
 app.command("compress")(_compress.compress)
+app.command("eval")(_eval.eval_cmd)
 app.command("validate")(_validate.validate)
 app.command("inspect")(_inspect.inspect)
 app.command("recipes")(_recipes.recipes)

@@ -46,7 +46,7 @@ def input_signature(model: onnx.ModelProto) -> list[InputSpec]:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else np.dtype(np.float32)
         dims: list[int | str | None] = []
         for d in tt.shape.dim:
-            if d.HasField("dim_value"):
+            if d.HasField("dim_value") and d.dim_value > 0:
                 dims.append(int(d.dim_value))
             elif d.dim_param:
                 dims.append(d.dim_param)
@@ -77,6 +77,7 @@ class NpzData:
         except Exception as e:
             raise DataError(f"cannot read {what} file `{self.path}`", causes=[str(e)], hint="the file is damaged; save it again with numpy.savez") from None
         self._cache: dict[str, np.ndarray] = {}
+        self._input_names: set[str] = set()
 
     def array(self, key: str) -> np.ndarray:
         if key not in self._cache:
@@ -90,13 +91,17 @@ class NpzData:
 
     @property
     def labels(self) -> np.ndarray | None:
-        return self.array(LABELS) if LABELS in self.keys else None
+        """The ``labels`` array, unless the model has an input of that name (then it is data)."""
+        if LABELS not in self.keys or LABELS in self._input_names:
+            return None
+        return self.array(LABELS)
 
     def validate(self, specs: list[InputSpec]) -> int:
         """Check every model input is present with a compatible dtype and shape; returns the
         number of samples. Extra arrays (other than ``labels``) are an error, since a
         misspelled input name would otherwise be ignored."""
         names = [s.name for s in specs]
+        self._input_names = set(names)
         missing = [n for n in names if n not in self.keys]
         if missing:
             raise DataError(
@@ -120,11 +125,13 @@ class NpzData:
                     causes=[f"expected {s.describe()}, found {found}"],
                     hint=f"convert it: array.astype(numpy.{s.dtype.name})",
                 )
+            # A fixed batch dim takes batches of exactly that size: the file needs at least one.
             if a.ndim != len(s.shape) or any(isinstance(d, int) and d != n for d, n in zip(s.shape[1:], a.shape[1:], strict=False)) or (
-                isinstance(s.shape[0], int) and s.shape[0] not in (a.shape[0], 1) and a.ndim
+                a.ndim and isinstance(s.shape[0], int) and a.shape[0] < s.shape[0]
             ):
                 raise DataError(
                     f"{self.what} input `{s.name}` has shape {found}, the model expects {s.describe()}",
+                    causes=[f"expected {s.describe()}, found {found}"],
                     hint="the batch goes on axis 0; other dims must match the model's input",
                 )
             if count is None:
@@ -138,7 +145,14 @@ class NpzData:
         if labels is not None and (labels.ndim == 0 or labels.shape[0] != count):
             raise DataError(
                 f"{self.what} `labels` has {labels.shape[0] if labels.ndim else 0} entries for {count} samples",
+                causes=[f"expected {count} labels on axis 0, found {labels.dtype.name}[{'x'.join(map(str, labels.shape)) or 'scalar'}]"],
                 hint="give one label per sample, on axis 0",
+            )
+        if labels is not None and labels.dtype.kind not in "iu":
+            raise DataError(
+                f"{self.what} `labels` has dtype {labels.dtype.name}, expected integer class ids",
+                causes=[f"expected int64[{count}], found {labels.dtype.name}[{'x'.join(map(str, labels.shape))}]"],
+                hint="convert it: labels.astype(numpy.int64)",
             )
         return count
 
@@ -155,7 +169,17 @@ class NpzData:
             j = min(i + step, count)
             if fixed and j - i != fixed:
                 break
-            yield {s.name: self.array(s.name)[i:j] for s in specs}
+            yield {s.name: self.array(s.name)[i:j] if self.array(s.name).ndim else self.array(s.name) for s in specs}
+
+    def labeled_batches(self, specs: list[InputSpec], batch: int, limit: int | None = None) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+        """:meth:`batches` with the matching slice of ``labels`` (None without labels)."""
+        start = 0
+        for feed in self.batches(specs, batch, limit):
+            labels = self.labels
+            first = next(iter(feed.values())) if feed else None
+            n = first.shape[0] if first is not None and first.ndim else 1
+            yield feed, (labels[start : start + n] if labels is not None else None)
+            start += n
 
     def close(self) -> None:
         self._npz.close()

@@ -59,8 +59,8 @@ class PassStep:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated recipe. ``passes`` run in order; ``evaluate``/``gates`` are kept as parsed
-    mappings for the evaluation stage."""
+    """A validated recipe. ``passes`` run in order; ``evaluate``/``gates`` are validated,
+    normalized mappings (see :func:`_evaluate`, :func:`_gates`) for the evaluation stage."""
 
     name: str
     passes: tuple[PassStep, ...]
@@ -385,8 +385,8 @@ def parse_recipe(text: str, filename: str = "<recipe>", *, source: str | None = 
 
     defaults = _defaults(v, raw.get("defaults"))
     calibration = _calibration(v, raw.get("calibration"))
-    evaluate = _mapping(v, raw, "evaluate")
-    gates = _mapping(v, raw, "gates")
+    evaluate = _evaluate(v, raw.get("evaluate"), _base_dir(source or filename))
+    gates = _gates(v, raw.get("gates"), evaluate)
 
     steps = raw.get("passes")
     if steps is None:
@@ -426,6 +426,125 @@ def parse_recipe(text: str, filename: str = "<recipe>", *, source: str | None = 
         source=source or filename,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
     )
+
+
+def _base_dir(source: str) -> Path | None:
+    if source.startswith("preset:"):
+        return Path(str(resources.files("onnxzip.configs")))
+    if source.startswith("<"):
+        return None
+    return Path(source).resolve().parent
+
+
+_POSITIVE = ("samples", "batch", "runs", "latency_batch")
+_NON_NEGATIVE = ("warmup", "threads")
+_BOOLS = ("allow_fallback", "latency", "per_layer")
+
+
+def _evaluate(v: _Validator, raw: Any, base_dir: Path | None) -> dict[str, Any]:
+    """The ``evaluate:`` section, checked key by key and normalized (providers and metrics as
+    lists, input shapes as lists of ints). Only keys the recipe sets are kept."""
+    import re
+
+    from onnxzip.evaluate import EVALUATE_KEYS
+    from onnxzip.metrics import resolve_ref, split_ref
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        v.fail(("evaluate",), f"`evaluate` must be a mapping, got {_describe(raw)}", "example: `evaluate: {data: eval.npz, providers: [cpu]}`")
+    out: dict[str, Any] = {}
+    for k, value in raw.items():
+        path = ("evaluate", k)
+        where = f"evaluate: key `{k}`: "
+        if k not in EVALUATE_KEYS:
+            v.fail(path, f"evaluate: unknown key `{k}`", did_you_mean(str(k), EVALUATE_KEYS))
+        hint = f"`{k}`: {EVALUATE_KEYS[k]}"
+        if k in _BOOLS:
+            if not isinstance(value, bool):
+                v.fail(path, f"expected true or false, got {_describe(value)}", hint, where=where)
+            out[k] = value
+        elif k in _POSITIVE or k in _NON_NEGATIVE:
+            lo = 1 if k in _POSITIVE else 0
+            if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+                v.fail(path, f"expected an integer >= {lo}, got {_describe(value)}", hint, where=where)
+            out[k] = value
+        elif k == "data":
+            if not isinstance(value, str) or not value:
+                v.fail(path, f"expected a path, got {_describe(value)}", hint, where=where)
+            out[k] = value
+        elif k == "providers":
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+                v.fail(path, f"expected a list of provider names, got {_describe(value)}", "e.g. `providers: [cpu, cuda]`", where=where)
+            names = [x.strip() for x in items]
+            for x in names:
+                if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", x):
+                    v.fail(path, f"`{x}` is not a provider name", "short names: `cpu`, `cuda`, `tensorrt`, ...; or an onnxruntime EP name such as `CUDAExecutionProvider`", where=where)
+            out[k] = names
+        elif k == "input_shapes":
+            if not isinstance(value, dict):
+                v.fail(path, f"expected a mapping of input name to shape, got {_describe(value)}", "e.g. `input_shapes: {input: 1x3x224x224}`", where=where)
+            shapes = {}
+            for name, shp in value.items():
+                dims = None
+                if isinstance(shp, str):
+                    try:
+                        dims = [int(d) for d in shp.lower().split("x")]
+                    except ValueError:
+                        dims = None
+                elif isinstance(shp, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in shp):
+                    dims = list(shp)
+                elif isinstance(shp, int) and not isinstance(shp, bool):
+                    dims = [shp]
+                if not dims or any(d < 1 for d in dims):
+                    v.fail(path + (name,), f"shape of `{name}` must be positive sizes like `1x3x224x224`, got {_describe(shp)}", where="evaluate: key `input_shapes`: ")
+                shapes[str(name)] = dims
+            out[k] = shapes
+        elif k == "metrics":
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                v.fail(path, f"expected a list of `file.py:function`, got {_describe(value)}", "e.g. `metrics: [my_metrics.py:box_f1]` (paths relative to the recipe)", where=where)
+            for i, ref in enumerate(items):
+                try:
+                    split_ref(ref)
+                except ValueError as e:
+                    v.fail(path + (i,), str(e), "write metrics as `path/to/file.py:function_name`, relative to the recipe", where=where)
+                if base_dir is not None and not resolve_ref(ref, base_dir).is_file():
+                    v.fail(path + (i,), f"file `{resolve_ref(ref, base_dir)}` not found", "metric paths are relative to the recipe file", where=where)
+            out[k] = list(items)
+    return out
+
+
+def _gates(v: _Validator, raw: Any, evaluate: dict[str, Any]) -> dict[str, Any]:
+    """The ``gates:`` section: built-in gates take a number in range, any other name a
+    comparison string on a metric (built-in, or returned by ``evaluate.metrics``)."""
+    from onnxzip.gates import BUILTIN_GATES, METRICS, GateValueError, make_gate
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        v.fail(("gates",), f"`gates` must be a mapping, got {_describe(raw)}", "example: `gates: {min_cosine: 0.99, min_compression: 2.0}`")
+    out: dict[str, Any] = {}
+    custom_metrics = bool(evaluate.get("metrics"))
+    for k, value in raw.items():
+        path = ("gates", k)
+        if not isinstance(k, str):
+            v.fail(path, f"gate name `{k}` must be a string")
+        if k not in BUILTIN_GATES and k not in METRICS and not custom_metrics:
+            v.fail(
+                path,
+                f"gates: unknown gate `{k}`",
+                did_you_mean(k, list(BUILTIN_GATES) + list(METRICS)) + "; a task metric needs its function in `evaluate.metrics`",
+            )
+        if k not in BUILTIN_GATES and not k.isidentifier():
+            v.fail(path, f"gates: `{k}` is not a metric name", "metric names are identifiers such as `box_f1`")
+        try:
+            make_gate(k, value)
+        except GateValueError as e:
+            v.fail(path, f"gates: {e.message}", e.hint)
+        out[k] = float(value) if k in BUILTIN_GATES else value.strip()
+    return out
 
 
 def _mapping(v: _Validator, raw: dict, key: str) -> dict:
