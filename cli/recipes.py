@@ -38,7 +38,7 @@ def recipes(
     rows = []
     for name in preset_names():
         r = load_recipe(name)
-        rows.append({"name": name, "description": r.description.splitlines()[0] if r.description else "", "passes": [s.name for s in r.passes]})
+        rows.append({"name": name, "description": r.description, "passes": [s.name for s in r.passes]})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -47,5 +47,11 @@ def recipes(
     t.add_column("passes")
     t.add_column("description")
     for row in rows:
-        t.add_row(row["name"], " -> ".join(row["passes"]), row["description"])
+        t.add_row(row["name"], " -> ".join(row["passes"]), _first_sentence(row["description"]))
     out_console().print(t)
+
+
+def _first_sentence(text: str) -> str:
+    """The table shows the gist; `--show NAME` or `--json` give the whole description."""
+    head = text.split(": ")[0].split(". ")[0].strip()
+    return head if head.endswith(".") else head + "."
