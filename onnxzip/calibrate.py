@@ -74,9 +74,11 @@ class Histogram:
             return
         lo, hi = float(x.min()), float(x.max())
         if self.width is None:
-            span = max(hi - lo, abs(hi), abs(lo))
-            # smallest power of two that fits the batch in the window (with room for the edges)
-            self.width = 2.0 ** math.ceil(math.log2(span / (self.bins - 2))) if span > 0 else 2.0**-40
+            # Start at or below the smallest power of two whose window fits the batch and let
+            # the loop below double it: the width is then always the smallest that fits all
+            # data seen, whatever the batching, so merged and streamed histograms agree.
+            exp = math.floor(math.log2((hi - lo) / self.bins)) if hi > lo else -40
+            self.width = 2.0 ** max(exp, -40)
         while True:
             a = math.floor(lo / self.width)
             b = math.floor(hi / self.width)

@@ -17,6 +17,15 @@ SAMPLES = ROOT / "sample_models"
 
 os.environ.setdefault("NO_COLOR", "1")
 
+# Property tests must give the same verdict on every run and machine (CI included).
+try:
+    from hypothesis import settings as _hsettings
+
+    _hsettings.register_profile("onnxzip", derandomize=True, deadline=None, print_blob=True)
+    _hsettings.load_profile("onnxzip")
+except ImportError:  # hypothesis is a dev dependency; tests that need it import it themselves
+    pass
+
 
 def make_mlp(k: int = 16, h: int = 32, n: int = 4, seed: int = 0, opset: int = 17) -> onnx.ModelProto:
     """x[N,k] -> MatMul+Add -> Relu -> Gemm -> y[N,n]: both weight op types, real shapes."""
