@@ -202,3 +202,49 @@ def unfused_dequantize_inputs(model: onnx.ModelProto) -> set[str] | None:
     except Exception:  # an optimizer that cannot serialize its result: keep what we have
         return None
     return {n.input[0] for _, n in M.iter_nodes(opt) if n.op_type == "DequantizeLinear" and n.input}
+
+
+class Calibrated:
+    """The layer statistics of one quantize run (by weight name) and what the data-aware
+    steps did to each weight, for its TensorStat."""
+
+    def __init__(self, model: onnx.ModelProto, names: M.NameGen, layers: dict, no_stats: dict[str, str]):
+        self.model = model
+        self.names = names
+        self.layers = layers  # weight name -> passes._data_aware.Layer
+        self.no_stats = no_stats
+        self._info: dict[str, dict] = {}
+
+    def gptq_layer(self, ref, cfg):
+        """The Layer to run GPTQ on, or None (rtn; the reason is recorded)."""
+        if cfg.algorithm != "gptq":
+            return None
+        layer = self.layers.get(ref.name)
+        if layer is None:
+            self._info.setdefault(ref.name, {}).update(
+                algorithm="rtn", fallback=f"gptq needs statistics: {self.no_stats.get(ref.name, 'none')}"
+            )
+            return None
+        self._info.setdefault(ref.name, {}).update(algorithm="gptq", percdamp=cfg.percdamp, act_order=cfg.act_order)
+        return layer
+
+    def finish(self, ref, cfg, w: np.ndarray, w_hat: np.ndarray, oa: int) -> None:
+        """After quantizing ``w`` (output axis ``oa``) to ``w_hat``: the output error on the
+        calibration inputs and, when asked, the bias correction (a graph edit, made before
+        the node's rewrite reads its bias)."""
+        from onnxzip.passes._data_aware import add_to_bias
+
+        layer = self.layers.get(ref.name)
+        info = self._info.setdefault(ref.name, {})
+        if layer is None:
+            if cfg.bias_correction:
+                info["bias_correction"] = f"skipped: {self.no_stats.get(ref.name, 'no statistics')}"
+            return
+        a = layer.to2d(w, oa).astype(np.float64)
+        b = layer.to2d(w_hat, oa).astype(np.float64)
+        info["rel_output_error"] = layer.output_error(a, b)
+        if cfg.bias_correction:
+            info["bias_correction"] = add_to_bias(self.model, ref.scope, ref.node, layer.delta(a, b), np.dtype(np.float32), self.names)
+
+    def info(self, name: str) -> dict:
+        return self._info.pop(name, {})

@@ -21,10 +21,11 @@ import onnx
 from onnx import helper
 
 from onnxzip import model as M
+from onnxzip.kernels.gptq import gptq_codebook
 from onnxzip.kernels.kmeans import kmeans_dequantize, kmeans_quantize
 from onnxzip.kernels.prune import relative_error
 from onnxzip.kernels.quant import sqnr_db
-from onnxzip.passes._quant_graph import Edits, tensor
+from onnxzip.passes._quant_graph import Calibrated, Edits, tensor
 from onnxzip.passes._quant_linear import channel_axis
 from onnxzip.passes.base import TensorStat, WeightRef
 
@@ -32,14 +33,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from onnxzip.passes.quantize import QuantizeConfig
 
 
-def kmeans_rewrite(ref: WeightRef, cfg: "QuantizeConfig", seed: int, names: M.NameGen, edits: Edits) -> TensorStat:
-    """Replace ``ref``'s weight by its k-means decoder (output keeps the weight's name)."""
+def kmeans_rewrite(
+    ref: WeightRef, cfg: "QuantizeConfig", seed: int, names: M.NameGen, edits: Edits, calibrated: Calibrated | None = None
+) -> TensorStat:
+    """Replace ``ref``'s weight by its k-means decoder (output keeps the weight's name).
+
+    With ``algorithm: gptq`` and statistics, the codebook is fitted as usual and the codes
+    are then assigned by GPTQ (exact zeros stay code 0, outliers stay exact)."""
     w = ref.array().astype(np.float32, copy=False)
     axis = channel_axis(ref.node, w.ndim) if cfg.per_channel else None
     has_zero = bool((w == 0).any())
     idx, cb, (o_idx, o_val) = kmeans_quantize(
         w, cfg.bits, keep_zero=has_zero, per_channel_axis=axis, seed=seed, init=cfg.init, outliers=cfg.outliers
     )
+    layer = calibrated.gptq_layer(ref, cfg) if calibrated is not None else None
+    if layer is not None:
+        idx, o_val = _gptq_codes(layer, w, cb, axis, has_zero, o_idx, cfg)
     base = ref.name
     owner = edits.of(ref.owner)
     tensors: list[onnx.TensorProto] = []
@@ -85,6 +94,10 @@ def kmeans_rewrite(ref: WeightRef, cfg: "QuantizeConfig", seed: int, names: M.Na
     owner.inits.extend(tensors)
 
     w_hat = kmeans_dequantize(idx, cb, axis, (o_idx, o_val) if has_out else None)
+    info: dict = {}
+    if calibrated is not None:
+        calibrated.finish(ref, cfg, w, w_hat, channel_axis(ref.node, w.ndim) or 0)
+        info = calibrated.info(ref.name)
     return TensorStat(
         name=ref.name, node=ref.node.name, op=ref.node.op_type,
         bytes_before=M.tensor_nbytes(ref.tensor), bytes_after=sum(M.tensor_nbytes(t) for t in tensors),
@@ -102,5 +115,29 @@ def kmeans_rewrite(ref: WeightRef, cfg: "QuantizeConfig", seed: int, names: M.Na
             "outliers": int(o_idx.size),
             "sqnr_db": round(sqnr_db(w, w_hat), 3),
             "sparsity_before": float(np.mean(w == 0)) if w.size else 0.0,
+            **info,
         },
     )
+
+
+def _gptq_codes(layer, w: np.ndarray, cb: np.ndarray, axis: int | None, has_zero: bool, o_idx: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """GPTQ assignment of ``w`` to the fitted codebook ``cb``: (uint8 codes in w's shape,
+    the outliers' values, exact at their updated weights)."""
+    oa = channel_axis(layer.ref.node, w.ndim) or 0
+    w2d = layer.to2d(w, oa).astype(np.float64)
+    keep = np.zeros(w.size, dtype=bool)
+    keep[o_idx] = True
+    keep2d = layer.to2d(keep.reshape(w.shape), oa)
+    zero2d = (w2d == 0) if has_zero else None
+    codes = np.empty(w2d.shape, dtype=np.int64)
+    w_hat = np.empty(w2d.shape, dtype=np.float32)
+    for sl, g in layer.rows(w2d.shape[0]):
+        book = cb if axis is None else cb[sl]
+        codes[sl], w_hat[sl] = gptq_codebook(
+            w2d[sl], layer.hessian(g), book, zero_code=has_zero,
+            zero_mask=None if zero2d is None else zero2d[sl], keep_mask=keep2d[sl] if o_idx.size else None,
+            percdamp=cfg.percdamp, act_order=cfg.act_order, lazy_batch=cfg.lazy_batch,
+        )
+    idx = np.ascontiguousarray(layer.from2d(codes, w.shape, oa).astype(np.uint8))
+    o_val = layer.from2d(w_hat, w.shape, oa).reshape(-1)[o_idx].astype(np.float32)
+    return idx, o_val

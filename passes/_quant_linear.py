@@ -31,8 +31,9 @@ from onnx import helper
 
 from onnxzip import model as M
 from onnxzip.kernels.prune import relative_error
+from onnxzip.kernels.gptq import gptq_linear
 from onnxzip.kernels.quant import dequantize_linear, quantize_linear, sqnr_db
-from onnxzip.passes._quant_graph import Edits, attr, int_tensor, reader_counts, tensor, unfused_dequantize_inputs
+from onnxzip.passes._quant_graph import Calibrated, Edits, attr, int_tensor, reader_counts, tensor, unfused_dequantize_inputs
 from onnxzip.passes.base import TensorStat, WeightRef
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,7 +122,7 @@ class LinearRewriter:
     """Plans and records the rewrites of one quantize pass run (method linear)."""
 
     def __init__(self, model: onnx.ModelProto, names: M.NameGen, edits: Edits, ranges: dict[str, "TensorRange"] | None,
-                 static_inputs: set[tuple[str, str]] | None = None):
+                 static_inputs: set[tuple[str, str]] | None = None, calibrated: "Calibrated | None" = None):
         self.model = model
         self.readers = reader_counts(model)  # of the model as given: original names only
         self.static_inputs = static_inputs or set()
@@ -135,10 +136,13 @@ class LinearRewriter:
         self._dql: dict[tuple[str, str], tuple[str, str, str]] = {}
         self._act_dq: dict[tuple[str, str], str] = {}
         self._fusable: list[_Fusable] = []
+        self.calibrated = calibrated
+        self._ref: WeightRef | None = None
 
     # ----------------------------------------------------------------- dispatch
 
     def rewrite(self, ref: WeightRef, cfg: "QuantizeConfig") -> None:
+        self._ref = ref
         w = ref.array()
         mode = cfg.activations
         why = ""
@@ -189,9 +193,69 @@ class LinearRewriter:
 
     # ----------------------------------------------------------------- helpers
 
-    def _quantize(self, w: np.ndarray, cfg: "QuantizeConfig", axis: int | None, block: int | None) -> _Q:
-        q, s, z = quantize_linear(w, cfg.bits, cfg.symmetric, axis=axis, block_size=block, clip=cfg.clip)
-        return _Q(q, s, z, axis, block, w)
+    def _quantize(self, w: np.ndarray, cfg: "QuantizeConfig", axis: int | None, block: int | None, oa: int | None = None) -> _Q:
+        """Quantize ``w`` (output-channel axis ``oa``) with scales along ``axis`` / ``block``:
+        rounding, or GPTQ when the weight has statistics; then the data-aware bookkeeping
+        (output error, bias correction) before any node is planned."""
+        ref = self._ref
+        layer = self.calibrated.gptq_layer(ref, cfg) if (self.calibrated and ref is not None and oa is not None) else None
+        if layer is not None:
+            qz = self._gptq(layer, w, cfg, axis, block, oa)
+        else:
+            q, s, z = quantize_linear(w, cfg.bits, cfg.symmetric, axis=axis, block_size=block, clip=cfg.clip)
+            qz = _Q(q, s, z, axis, block, w)
+        if self.calibrated and ref is not None and oa is not None:
+            self.calibrated.finish(ref, cfg, w, qz.dequant(), oa)
+        return qz
+
+    def _gptq(self, layer, w: np.ndarray, cfg: "QuantizeConfig", axis: int | None, block: int | None, oa: int) -> _Q:
+        """GPTQ in the layer's [out, in] view, with the parameter layout quantize_linear
+        gives for (axis, block): each (output row, parameter group) has its own scale."""
+        w2d = layer.to2d(w, oa).astype(np.float64)
+        r, k = w2d.shape
+        if axis is None:  # one scale for the tensor: fixed up front
+            _, s0, z0 = quantize_linear(w, cfg.bits, cfg.symmetric, clip=cfg.clip)
+            col_group = np.zeros(k, dtype=np.intp)
+            fixed = (np.full((r, 1), float(s0)), np.full((r, 1), float(z0)))
+            pidx = None
+        else:
+            pshape = list(w.shape)
+            if block is None:
+                pshape = [w.shape[axis]]
+                bshape = [1] * w.ndim
+                bshape[axis] = w.shape[axis]
+                expanded = np.broadcast_to(np.arange(w.shape[axis]).reshape(bshape), w.shape)
+            else:
+                pshape[axis] = -(-w.shape[axis] // block)
+                p = np.arange(int(np.prod(pshape))).reshape(pshape)
+                expanded = np.take(np.repeat(p, block, axis=axis), np.arange(w.shape[axis]), axis=axis)
+            e2d = layer.to2d(expanded, oa)
+            _, first, col_group = np.unique(e2d[0], return_index=True, return_inverse=True)
+            pidx = e2d[:, first]  # [R, G]: the flat parameter index of (row, group)
+            if not np.array_equal(e2d, pidx[:, col_group]):  # pragma: no cover - layouts above always agree
+                raise AssertionError("parameter groups differ between rows")
+            fixed = None
+        q2d = np.empty((r, k), dtype=np.int8 if cfg.symmetric else np.uint8)
+        g_count = int(col_group.max()) + 1
+        s2d = np.empty((r, g_count), dtype=np.float32)
+        z2d = np.empty((r, g_count), dtype=q2d.dtype)
+        for sl, g in layer.rows(r):
+            q2d[sl], s2d[sl], z2d[sl], _ = gptq_linear(
+                w2d[sl], layer.hessian(g), cfg.bits, cfg.symmetric, col_group,
+                params=None if fixed is None else (fixed[0][sl], fixed[1][sl]),
+                clip=cfg.clip, percdamp=cfg.percdamp, act_order=cfg.act_order, lazy_batch=cfg.lazy_batch,
+            )
+        q = np.ascontiguousarray(layer.from2d(q2d, w.shape, oa))
+        if pidx is None:
+            scale = np.array(s2d[0, 0], dtype=np.float32)
+            zp = np.array(z2d[0, 0], dtype=q2d.dtype)
+        else:
+            scale = np.empty(int(np.prod(pshape)), dtype=np.float32)
+            zp = np.empty(int(np.prod(pshape)), dtype=q2d.dtype)
+            scale[pidx.reshape(-1)] = s2d.reshape(-1)
+            zp[pidx.reshape(-1)] = z2d.reshape(-1)
+            scale, zp = scale.reshape(pshape), zp.reshape(pshape)
+        return _Q(q, scale, zp, axis, block, w)
 
     def _layout(self, node: onnx.NodeProto, ndim: int, cfg: "QuantizeConfig") -> tuple[int | None, int | None]:
         if cfg.granularity == "per_tensor" or ndim < 2:
@@ -219,6 +283,8 @@ class LinearRewriter:
         }
         if extra:
             info.update(extra)
+        if self.calibrated is not None:
+            info.update(self.calibrated.info(ref.name))
         info = {k: v for k, v in info.items() if v is not None}
         self.stats.append(
             TensorStat(
@@ -274,7 +340,7 @@ class LinearRewriter:
         else:
             w_eff = w
             axis, block = self._layout(node, w.ndim, cfg)
-        qz = self._quantize(w_eff, cfg, axis, block)
+        qz = self._quantize(w_eff, cfg, axis, block, 1 if form == "gemm" else channel_axis(node, w.ndim))
         extra: dict = {"fallback": fallback} if fallback else {}
         if form == "cast":
             nodes, tensors = self._cast_decoder(ref.name, qz, cfg, container, ref.name)
@@ -419,7 +485,7 @@ class LinearRewriter:
         transposed = node.op_type == "Gemm" and attr(node, "transB", 0)
         w_eff = np.ascontiguousarray(w.T) if transposed else w  # [K, N]
         axis = 1 if cfg.granularity == "per_channel" else None
-        qz = self._quantize(w_eff, cfg, axis, None)
+        qz = self._quantize(w_eff, cfg, axis, None, 1)
         x, y = node.input[0], node.output[0]
         base = node.name or y
         key = (ref.scope.path, x)
@@ -490,9 +556,9 @@ class LinearRewriter:
 
     def _static(self, ref: WeightRef, cfg: "QuantizeConfig", w: np.ndarray) -> None:
         node, g, owner = ref.node, self.edits.of(ref.scope), self.edits.of(ref.owner)
-        y = node.output[0]
         axis = channel_axis(node, w.ndim) if cfg.granularity == "per_channel" else None
-        qz = self._quantize(w, cfg, axis, None)
+        qz = self._quantize(w, cfg, axis, None, channel_axis(node, w.ndim))
+        y = node.output[0]  # after _quantize: bias correction may have renamed it
         tensors, inputs = self._param_tensors(ref.name, qz, cfg, 8, zero_point=True)
         owner.head.append(self._dq_node(inputs, ref.name, qz))
         owner.inits.extend(tensors)

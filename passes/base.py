@@ -144,6 +144,9 @@ class PassContext:
     recipe_dir: Path | None = None
     calibration: Any = None  # onnxzip.calibrate data source, when the recipe has one
     progress: Callable[[str], None] | None = None
+    # onnxzip.calibrate.StatsCache: layer statistics shared by the data-aware passes of one
+    # run, so a recipe with several of them runs the model once (created on first use).
+    stats_cache: Any = None
 
     def rng(self, salt: str = "") -> np.random.Generator:
         """A generator seeded from the recipe seed and ``salt`` (e.g. a tensor name), so

@@ -24,8 +24,11 @@ is factorized only when r (K + N) < K N ``max_param_ratio``.
 
 ``data_aware: true`` minimizes the layer's output error ||X (W - A B)||_F on calibration
 inputs instead of the weight error (weighted SVD on the Gram matrix H = X^T X of each
-MatMul/Gemm input, collected with onnxruntime); Conv weights and nodes inside subgraphs
-keep plain SVD. Without calibration data it falls back to plain SVD with a warning.
+MatMul/Gemm input, from :mod:`onnxzip.calibrate`'s layer statistics, shared with and cached
+for the other data-aware passes of the run); Conv weights and nodes inside subgraphs keep
+plain SVD. Without calibration data it falls back to plain SVD with a warning.
+``bias_correction: true`` (MatMul/Gemm; needs calibration data) adds E[x](W - A B) to the
+layer's bias (the Gemm's C, a following Add's constant, or a new Add).
 
 Preserves: outputs at full rank (to float rounding), output names, biases.
 Skips (with the reason): grouped/depthwise convs, weights that are not 2-D (dense),
@@ -35,6 +38,7 @@ ops other than MatMul/Gemm/Conv.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -45,6 +49,7 @@ from onnx import helper
 from onnxzip import model as M
 from onnxzip.errors import RecipeError
 from onnxzip.kernels import svd as K
+from onnxzip.passes._data_aware import Layer, add_to_bias, gather, require_calibration
 from onnxzip.passes.base import (
     ConfigIssue,
     Pass,
@@ -81,6 +86,9 @@ class FactorizeConfig(TargetConfig):
     )
     data_aware: bool = opt(False, "minimize output error on the calibration data (MatMul/Gemm) instead of weight error")
     damp: float = opt(0.01, "data_aware: damping added to the Gram matrix, relative to its mean diagonal", min=0)
+    bias_correction: bool = opt(
+        False, "MatMul/Gemm: add E[x](W - A B) to the bias so the layer's mean output is kept (needs calibration data)"
+    )
 
     def __post_init__(self) -> None:
         # A per-node override that names a rank key replaces the base's rank choice
@@ -123,6 +131,7 @@ class _Plan:
     nodes: list[onnx.NodeProto]  # replaces ref.node, in order
     inits: list[onnx.TensorProto]  # added to the node's graph
     stat: TensorStat
+    delta: np.ndarray | None = None  # bias correction to add to the final node's output
 
 
 class FactorizePass(Pass):
@@ -136,16 +145,20 @@ class FactorizePass(Pass):
             cfg.check()
         except ConfigIssue as e:
             raise RecipeError(f"pass `factorize`: key `{e.key}`: {e.message}", hint=e.hint) from None
+        variants = [cfg] + [dataclasses.replace(cfg, overrides=(), **dict(i)) for _, i in cfg.overrides if dict(i) and not dict(i).get("skip")]
+        if any(c.bias_correction for c in variants):
+            require_calibration(self.context, "factorize", "bias_correction", True)
         skipped: list[Skip] = []
         warnings: list[str] = []
         notes: list[str] = []
         refs = list(select_weights(model, cfg, skipped))
         names = M.NameGen(model)
 
-        grams: dict[str, np.ndarray] = {}
-        aware = [r for r in refs if r.config.data_aware and r.node.op_type in DENSE_OPS]
+        layers: dict[str, Layer] = {}
+        aware = [r for r in refs if (r.config.data_aware or r.config.bias_correction) and r.node.op_type in DENSE_OPS]
         if aware:
-            grams, msg = _collect_grams(model, aware, self.context)
+            layers, msg, stat_notes = _collect(model, aware, self.context)
+            notes.extend(stat_notes)
             if msg:
                 warnings.append(msg)
         if any(r.scope.parent is not None for r in aware) and self.context.calibration is not None:
@@ -159,7 +172,7 @@ class FactorizePass(Pass):
             c: FactorizeConfig = ref.config  # type: ignore[assignment]
             op = ref.node.op_type
             if op in DENSE_OPS:
-                plan = _plan_dense(ref, c, names, grams, skipped)
+                plan = _plan_dense(ref, c, names, layers.get(ref.name), skipped)
             elif op == "Conv":
                 plan = _plan_conv(ref, c, names, shapes, skipped)
             else:
@@ -169,6 +182,12 @@ class FactorizePass(Pass):
                 plans.append(plan)
 
         _apply(model, plans)
+        for p in plans:
+            if p.delta is not None:
+                final = next(n for n in p.ref.scope.graph.node if n.output and n.output[0] == p.ref.node.output[0])
+                p.stat.extra["bias_correction"] = add_to_bias(model, p.ref.scope, final, p.delta, p.ref.array().dtype, names)
+            elif p.ref.config.bias_correction and p.ref.node.op_type in DENSE_OPS:  # type: ignore[attr-defined]
+                p.stat.extra["bias_correction"] = "skipped: no statistics for this layer"
         if plans:
             notes.append(
                 f"{len(plans)} weights factorized: params {sum(p.stat.params_before for p in plans)} -> "
@@ -228,7 +247,7 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     return default
 
 
-def _plan_dense(ref: WeightRef, c: FactorizeConfig, names: M.NameGen, grams: dict[str, np.ndarray], skipped: list[Skip]) -> _Plan | None:
+def _plan_dense(ref: WeightRef, c: FactorizeConfig, names: M.NameGen, layer: Layer | None, skipped: list[Skip]) -> _Plan | None:
     node = ref.node
     w = ref.array()
     if w.ndim != 2:
@@ -248,7 +267,7 @@ def _plan_dense(ref: WeightRef, c: FactorizeConfig, names: M.NameGen, grams: dic
         return None
 
     x_name = node.input[0]
-    gram = grams.get(x_name) if c.data_aware else None
+    gram = layer.hessian(0) if (layer is not None and c.data_aware) else None
     if gram is not None and gram.shape != (k, k):
         gram = None
     if gram is not None:
@@ -298,7 +317,11 @@ def _plan_dense(ref: WeightRef, c: FactorizeConfig, names: M.NameGen, grams: dic
         rel_error=rel,
         extra={k_: v for k_, v in extra.items() if v is not None},
     )
-    return _Plan(ref, g_nodes, [M.make_tensor(a, a_name), M.make_tensor(b, b_name)], stat)
+    delta = None
+    if c.bias_correction and layer is not None and layer.stats.mean.shape == (1, k):
+        # weff already carries alpha; the factors replace alpha * op(W)
+        delta = (weff.astype(np.float64) - a.astype(np.float64) @ b.astype(np.float64)).T @ layer.stats.mean[0]
+    return _Plan(ref, g_nodes, [M.make_tensor(a, a_name), M.make_tensor(b, b_name)], stat, delta)
 
 
 def _output_error(w: np.ndarray, a: np.ndarray, b: np.ndarray, gram: np.ndarray) -> float:
@@ -446,63 +469,22 @@ def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
 # --------------------------------------------------------------------------- data
 
 
-def _collect_grams(model: onnx.ModelProto, refs: list[WeightRef], context) -> tuple[dict[str, np.ndarray], str | None]:
-    """H = X^T X for the input X of each MatMul/Gemm in ``refs``, over the calibration data.
-
-    Runs the unmodified model on onnxruntime with those inputs added as graph outputs.
-    Returns the Gram matrices by tensor name, and a warning when it had to fall back.
-    """
-    calib = getattr(context, "calibration", None)
-    if calib is None:
-        return {}, "data_aware: no calibration data (recipe `calibration.data` or `--calib`); used plain SVD"
-    from onnxzip.data import input_signature
-    from onnxzip.runtime import session_from_model
-
-    # Tensors inside If/Loop/Scan bodies cannot be fetched as graph outputs: those nodes
-    # keep plain SVD.
-    main = [r for r in refs if r.scope.parent is None]
-    # name -> (K, transposed)
-    wanted: dict[str, tuple[int, bool]] = {}
-    for r in main:
-        node = r.node
-        w_shape = tuple(r.tensor.dims)
-        if len(w_shape) != 2:
-            continue
-        gemm = node.op_type == "Gemm"
-        k = w_shape[1] if gemm and int(_attr(node, "transB", 0)) else w_shape[0]
-        wanted.setdefault(node.input[0], (k, gemm and bool(int(_attr(node, "transA", 0)))))
-    if not wanted:
-        return {}, None
-    specs = input_signature(model)
-    feed_names = {s.name for s in specs}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    fetch = [n for n in wanted if n not in feed_names]
-    for n in fetch:
-        if n not in existing:
-            probe.graph.output.append(onnx.ValueInfoProto(name=n))
-    grams = {n: np.zeros((k, k), dtype=np.float64) for n, (k, _) in wanted.items()}
+def _collect(model: onnx.ModelProto, refs: list[WeightRef], context) -> tuple[dict[str, Layer], str | None, list[str]]:
+    """Layer statistics (H = X^T X, E[x]) of the MatMul/Gemm inputs in ``refs`` from the
+    shared, cached collection of :mod:`onnxzip.calibrate`; the layers by weight name, a
+    warning when data-aware factorization falls back to plain SVD, and notes."""
+    if getattr(context, "calibration", None) is None:
+        return {}, "data_aware: no calibration data (recipe `calibration.data` or `--calib`); used plain SVD", []
     try:
-        sess = session_from_model(probe, ["CPUExecutionProvider"], optimization="basic")
-        for feeds in calib.batches(specs):
-            got = dict(zip(fetch, sess.run(fetch, feeds), strict=True)) if fetch else {}
-            for n, (k, trans) in wanted.items():
-                x = np.asarray(feeds[n] if n in feed_names else got[n], dtype=np.float64)
-                if trans:
-                    x = x.T
-                if x.shape[-1] != k:
-                    continue
-                x = x.reshape(-1, k)
-                grams[n] += x.T @ x
+        layers, _, notes = gather(context, model, refs)
     except Exception as e:  # the data or a runtime quirk; plain SVD still works
         from onnxzip.errors import OnnxzipError
 
         if isinstance(e, OnnxzipError):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return {}, f"data_aware: collecting activations failed ({msg}); used plain SVD"
-    return grams, None
+        return {}, f"data_aware: collecting activations failed ({msg}); used plain SVD", []
+    return layers, None, notes
 
 
 # --------------------------------------------------------------------------- rewrite

@@ -21,6 +21,29 @@ Rewrites, by ``method``:
   MatMul B[keep, :], Gemm B along K). Output equals the original exactly when the removed
   channels were all-zero.
 
+``algorithm`` (methods ``magnitude`` and ``n:m``) picks which weights go, using the layer's
+input statistics on the calibration data (:mod:`onnxzip.calibrate`, H = X^T X):
+
+* ``magnitude`` (default, no data): the smallest |w|, as above;
+* ``wanda``: the smallest |w_rj| * ||x_j||_2 (``||x_j||_2 = sqrt(H_jj)``), compared within
+  each output row (unstructured) or each N:M group; no weight update;
+* ``sparsegpt``: OBS with the same H: in lazy blocks of ``lazy_batch`` columns (N:M: per
+  group) the weights with the smallest w^2 / [H^-1]_jj are zeroed and the remaining weights
+  of the row are updated to keep the layer's outputs (damping ``percdamp``). Unlike the
+  reference, which prunes every block to the same sparsity, each block's share of the count
+  comes from the layer-wide ranking of those scores (blocks of rarely used inputs lose more;
+  grouped convs share the count between groups the same way).
+
+H is shrunk toward a multiple of the identity when it comes from few rows (Ledoit-Wolf, see
+:meth:`onnxzip.calibrate.LayerStats.shrinkage`), so a layer fed one pooled row per sample
+does not fit its weights to the calibration set.
+
+Both give exactly the sparsity ``magnitude`` gives (the same count per tensor; N:M the same
+pattern). ``bias_correction: true`` then adds E[x](W - W') to the bias (Gemm C, Conv B, the
+constant of a following Add, or a new Add) so the layer's mean output is unchanged.
+MatMul/Gemm/Conv layers of the main graph have statistics; others (ConvTranspose, nodes in
+subgraphs, batched weights) fall back to magnitude, recorded as ``fallback``.
+
 Preserves: every pruned zero is an exact +0.0 in a plain float initializer of the original
 dtype, so later passes (quantize, huffman) see it. Structured pruning changes no op types
 and no graph inputs/outputs; stale ``value_info`` for resized tensors is dropped.
@@ -53,6 +76,8 @@ from onnxzip.kernels.prune import (
     nm_mask,
     relative_error,
 )
+from onnxzip.kernels.obs import obs_scores, row_keep, sparsegpt, wanda_scores
+from onnxzip.passes._data_aware import Layer, add_to_bias, gather, output_axis, require_calibration
 from onnxzip.passes.base import (
     FLOAT_TYPES,
     ConfigIssue,
@@ -79,7 +104,12 @@ METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "pattern": ("n:m",),
     "criterion": ("channel",),
     "round_to": ("channel",),
+    "algorithm": ("magnitude", "n:m"),
+    "percdamp": ("magnitude", "n:m"),
+    "lazy_batch": ("magnitude", "n:m"),
+    "bias_correction": ("magnitude", "n:m"),
 }
+ALGORITHMS = ("magnitude", "wanda", "sparsegpt")
 
 _PATTERN_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 _PATTERN_HINT = 'write it as a quoted string `"N:M"` with 0 < N < M, e.g. `pattern: "2:4"`'
@@ -122,6 +152,16 @@ class PruneConfig(TargetConfig):
     keep_output_layers: bool = opt(
         False, "leave the layers that compute the graph outputs (the classifier head) dense: few weights, most sensitive"
     )
+    algorithm: Literal["magnitude", "wanda", "sparsegpt"] = opt(
+        "magnitude",
+        "methods magnitude / n:m: which weights go. `magnitude`: smallest |w|; `wanda`: smallest |w| * ||x|| per "
+        "output row; `sparsegpt`: least output error, updating the remaining weights (both need calibration data)",
+    )
+    percdamp: float = opt(0.01, "sparsegpt: damping added to H, as a fraction of its mean diagonal", min=0.0, max=1.0)
+    lazy_batch: int = opt(128, "sparsegpt: columns per lazy update block (unstructured masks are chosen per block)", min=1)
+    bias_correction: bool = opt(
+        False, "methods magnitude / n:m: add E[x](W - W') to the bias so the layer's mean output is kept (needs calibration data)"
+    )
 
     DEFAULT_OPS: ClassVar[tuple[str, ...]] = ("MatMul", "Gemm", "Conv", "ConvTranspose")
 
@@ -154,6 +194,14 @@ class PruneConfig(TargetConfig):
                 parse_pattern(self.pattern)
             except ValueError as e:
                 raise ConfigIssue("pattern", str(e), _PATTERN_HINT) from None
+        for key in ("percdamp", "lazy_batch"):
+            if key in given and self.algorithm != "sparsegpt":
+                raise ConfigIssue(key, f"applies to `algorithm: sparsegpt`, not `{self.algorithm}`", f"set `algorithm: sparsegpt`, or remove `{key}`")
+        if self.algorithm != "magnitude" and self.scope == "global":
+            raise ConfigIssue(
+                "scope", f"`algorithm: {self.algorithm}` ranks weights per layer; `scope: global` is for `algorithm: magnitude`",
+                "remove `scope: global`, or set `algorithm: magnitude`",
+            )
         if self.max_layer_sparsity is not None:
             if self.scope != "global":
                 raise ConfigIssue("max_layer_sparsity", "applies to `scope: global` only", "add `scope: global` or remove the key")
@@ -166,6 +214,17 @@ class PruneConfig(TargetConfig):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _variants(cfg: PruneConfig) -> list[PruneConfig]:
+    """The config and every override variant (to see what any node may need)."""
+    out = [cfg]
+    for _, items in cfg.overrides:
+        d = dict(items)
+        if d.pop("skip", False) or not d:
+            continue
+        out.append(dataclasses.replace(cfg, overrides=(), **d))
+    return out
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -591,12 +650,20 @@ class PrunePass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         cfg: PruneConfig = self.config  # type: ignore[assignment]
+        for c in _variants(cfg):
+            if c.method in ("magnitude", "n:m") and c.algorithm != "magnitude":
+                require_calibration(self.context, "prune", "algorithm", c.algorithm)
+            if c.method in ("magnitude", "n:m") and c.bias_correction:
+                require_calibration(self.context, "prune", "bias_correction", True)
         self.model = model
         self.skipped: list[Skip] = []
         self.stats: dict[str, TensorStat] = {}
         self.notes: list[str] = []
         self.warnings: list[str] = []
         self._shapes: dict[str, tuple] | None = None
+        self.layers: dict[str, Layer] = {}
+        self.no_stats: dict[str, str] = {}
+        self._names: M.NameGen | None = None
         refs = list(select_weights(model, cfg, self.skipped))
         if not refs:
             return PassResult(model, False, skipped=self.skipped, warnings=[no_target_warning(cfg)])
@@ -614,6 +681,13 @@ class PrunePass(Pass):
         # Structure first: unstructured methods then see the final shapes.
         if by_method["channel"]:
             self._channels(by_method["channel"])
+        aware = [
+            r for r in by_method["magnitude"] + by_method["n:m"]
+            if r.config.algorithm != "magnitude" or r.config.bias_correction  # type: ignore[attr-defined]
+        ]
+        if aware:
+            self.layers, self.no_stats, notes = gather(self.context, model, aware)
+            self.notes.extend(notes)
         layer = [r for r in by_method["magnitude"] if r.config.scope == "layer"]  # type: ignore[attr-defined]
         glob = [r for r in by_method["magnitude"] if r.config.scope == "global"]  # type: ignore[attr-defined]
         if layer:
@@ -652,14 +726,18 @@ class PrunePass(Pass):
 
     def _commit_mask(self, ref: WeightRef, tensor: onnx.TensorProto, w: np.ndarray, mask: np.ndarray, target: float, extra: dict) -> None:
         zero = np.zeros((), dtype=w.dtype)
-        w2 = np.where(mask, w, zero)
+        self._commit(ref, tensor, w, np.where(mask, w, zero), target, extra)
+
+    def _commit(self, ref: WeightRef, tensor: onnx.TensorProto, w: np.ndarray, w2: np.ndarray, target: float, extra: dict) -> None:
         zeros_before = w.size - int(np.count_nonzero(w))
         zeros_after = w2.size - int(np.count_nonzero(w2))
-        if zeros_after == zeros_before:
+        if zeros_after == zeros_before and np.array_equal(w, w2):
             self.skipped.append(Skip(tensor.name, f"already at the target: {zeros_before} of {w.size} weights are zero"))
             return
         name, before = tensor.name, M.tensor_nbytes(tensor)
         rel = relative_error(_rankable(w), _rankable(w2))
+        extra = dict(extra)
+        extra.update(self._calibrated_extras(ref, w, w2))
         tensor.CopyFrom(M.make_tensor(w2, name))
         flops = self._flops(ref.node, w.size)
         info = {"method": extra.pop("method"), "target_sparsity": round(target, 6), **extra, "zeros_before": zeros_before}
@@ -674,6 +752,81 @@ class PrunePass(Pass):
             rel_error=rel, extra=info,
         )
 
+    # -- calibration-aware
+
+    def _calibrated_extras(self, ref: WeightRef, w: np.ndarray, w2: np.ndarray) -> dict:
+        """Bias correction (when asked) and the layer's output error on the calibration
+        inputs, for weights with statistics."""
+        cfg: PruneConfig = ref.config  # type: ignore[assignment]
+        layer = self.layers.get(ref.name)
+        if layer is None:
+            if cfg.bias_correction and cfg.method in ("magnitude", "n:m"):
+                return {"bias_correction": f"skipped: {self.no_stats.get(ref.name, 'no statistics')}"}
+            return {}
+        a, b = layer.to2d(w).astype(np.float64), layer.to2d(w2).astype(np.float64)
+        out: dict = {"rel_output_error": layer.output_error(a, b)}
+        if cfg.bias_correction:
+            if self._names is None:
+                self._names = M.NameGen(self.model)
+            delta = layer.delta(a, b)
+            out["bias_correction"] = add_to_bias(self.model, ref.scope, ref.node, delta, w.dtype, self._names)
+        return out
+
+    def _aware(self, ref: WeightRef, w: np.ndarray, nm: tuple[int, int] | None) -> tuple[np.ndarray, dict] | None:
+        """New weights by wanda or sparsegpt, or None (falls back to magnitude)."""
+        cfg: PruneConfig = ref.config  # type: ignore[assignment]
+        layer = self.layers.get(ref.name)
+        if cfg.algorithm == "magnitude" or layer is None:
+            return None
+        w2d = layer.to2d(w).astype(np.float64)
+        new = np.empty_like(w2d)
+        info: dict = {"algorithm": cfg.algorithm}
+        oa = output_axis(ref.node, w.ndim)
+        if cfg.algorithm == "wanda":
+            scores = np.empty_like(w2d)
+            for sl, g in layer.rows(w2d.shape[0]):
+                scores[sl] = wanda_scores(w2d[sl], np.diag(layer.hessian(g)))
+            if nm is None:
+                # Each output row keeps its best scores (rows of every group together, so
+                # the tensor's count is exact).
+                keep2d = row_keep(scores, cfg.sparsity)
+                keep = layer.from2d(keep2d, w.shape, oa)
+            else:
+                keep, _ = nm_mask(layer.from2d(scores, w.shape, oa), nm[0], nm[1], _reduction_axis(ref.node, w.ndim))
+            return np.where(keep, w, np.zeros((), dtype=w.dtype)), info
+        info["percdamp"] = cfg.percdamp
+        kernel = int(np.prod(w.shape[2:])) if ref.node.op_type == "Conv" else 1
+        parts = layer.rows(w2d.shape[0])
+        counts = None
+        if nm is None and len(parts) > 1:
+            # A grouped conv: share the tensor's count between the groups by each weight's
+            # OBS cost, then let SparseGPT prune every group to its share.
+            cost = np.concatenate([obs_scores(w2d[sl], layer.hessian(g), cfg.percdamp).reshape(-1) for sl, g in parts])
+            gone = np.zeros(cost.size, dtype=bool)
+            gone[np.argsort(cost, kind="stable")[: int(np.floor(cfg.sparsity * cost.size + 0.5))]] = True
+            counts = gone.reshape(len(parts), -1).sum(axis=1)
+        for i, (sl, g) in enumerate(parts):
+            if nm is None:
+                s = cfg.sparsity if counts is None else counts[i] / w2d[sl].size
+                new[sl], _ = sparsegpt(w2d[sl], layer.hessian(g), sparsity=s, percdamp=cfg.percdamp, lazy_batch=cfg.lazy_batch)
+            else:
+                # N:M groups run along the input channels: visit the columns (c, offset)
+                # offset-major so each group is M consecutive columns.
+                k = w2d.shape[1]
+                order = np.arange(k).reshape(k // kernel, kernel).T.reshape(-1) if kernel > 1 else None
+                new[sl], _ = sparsegpt(
+                    w2d[sl], layer.hessian(g), nm=nm, segment=k // kernel, order=order,
+                    percdamp=cfg.percdamp, lazy_batch=cfg.lazy_batch,
+                )
+        w2 = layer.from2d(new, w.shape, oa).astype(w.dtype)
+        return w2, info
+
+    def _fallback(self, ref: WeightRef, extra: dict) -> dict:
+        if ref.config.algorithm != "magnitude":  # type: ignore[attr-defined]
+            extra["algorithm"] = "magnitude"
+            extra["fallback"] = f"{ref.config.algorithm} needs statistics: {self.no_stats.get(ref.name, 'none')}"  # type: ignore[attr-defined]
+        return extra
+
     def _magnitude_layer(self, refs: list[WeightRef]) -> None:
         for ref in refs:
             tensor = self._current(ref)
@@ -683,8 +836,12 @@ class PrunePass(Pass):
             if w is None:
                 continue
             s = ref.config.sparsity  # type: ignore[attr-defined]
+            done = self._aware(ref, w, None)
+            if done is not None:
+                self._commit(ref, tensor, w, done[0], s, {"method": "magnitude", "scope": "layer", **done[1]})
+                continue
             mask = magnitude_mask(_rankable(w), s)
-            self._commit_mask(ref, tensor, w, mask, s, {"method": "magnitude", "scope": "layer"})
+            self._commit_mask(ref, tensor, w, mask, s, self._fallback(ref, {"method": "magnitude", "scope": "layer"}))
 
     def _magnitude_global(self, refs: list[WeightRef]) -> None:
         groups: dict[tuple, list[WeightRef]] = {}
@@ -737,11 +894,16 @@ class PrunePass(Pass):
             w = self._load(tensor)
             if w is None:
                 continue
-            mask, remainder = nm_mask(_rankable(w), n, m, axis)
+            remainder = length % m
             extra = {"method": "n:m", "pattern": f"{n}:{m}", "axis": axis, "remainder": remainder}
             if remainder:
                 extra["dense_remainder_params"] = remainder * (w.size // length)
-            self._commit_mask(ref, tensor, w, mask, (m - n) / m, extra)
+            done = self._aware(ref, w, (n, m))
+            if done is not None:
+                self._commit(ref, tensor, w, done[0], (m - n) / m, {**extra, **done[1]})
+                continue
+            mask, _ = nm_mask(_rankable(w), n, m, axis)
+            self._commit_mask(ref, tensor, w, mask, (m - n) / m, self._fallback(ref, extra))
 
     # -- structured
 

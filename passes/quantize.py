@@ -31,6 +31,20 @@ axis (``clip: mse`` searches the clipping range that minimises the squared error
 k-means; uint8 codes -> Cast -> Gather(codebook), outliers patched exactly by
 ScatterElements; folded when the session starts.
 
+``algorithm: gptq`` (both methods; needs calibration data) quantizes each MatMul/Gemm/Conv
+weight column by column along the reduction axis, in the layer's [out, in] view, so that the
+layer's outputs on the calibration inputs stay close (GPTQ, Frantar et al. 2022): with H =
+X^T X of the layer input (damped by ``percdamp`` of its mean diagonal) and U the upper
+Cholesky factor of H^-1, column j is rounded (linear: to its group's grid, the group's scale
+chosen when its first column is reached; k-means: to the nearest centroid of the codebook
+fitted first, exact zeros kept as code 0) and its error e_j = (w_j - q_j) / U_jj is removed
+from the later columns (w -= e_j U_j,:), lazily in blocks of ``lazy_batch`` columns;
+``act_order`` visits the columns by decreasing H_jj (linear groups then fix their scales from
+the original weights). The output representation is the same as ``rtn``'s. Weights without
+statistics (Gather, ConvTranspose, nodes in subgraphs, batched weights) are rounded,
+recorded as ``fallback``. ``bias_correction: true`` then adds E[x](W - W_q) to the layer's
+bias (Gemm C, Conv B, a following Add's constant, or a new Add).
+
 Preserves: exact zeros (symmetric and asymmetric grids represent 0 exactly; k-means
 reserves code 0 for zeros), the graph's inputs and outputs. Skips (with the reason):
 non-float32 weights, weights already decoded from integers (a DequantizeLinear or k-means
@@ -52,7 +66,8 @@ import onnx
 
 from onnxzip import model as M
 from onnxzip.errors import DataError
-from onnxzip.passes._quant_graph import Edits, already_quantized, check_loads, remove_if_unused, upgrade_opset
+from onnxzip.passes._data_aware import Layer, gather, require_calibration
+from onnxzip.passes._quant_graph import Calibrated, Edits, already_quantized, check_loads, remove_if_unused, upgrade_opset
 from onnxzip.passes._quant_kmeans import kmeans_rewrite
 from onnxzip.passes._quant_linear import LinearRewriter, required_opset, static_inputs, static_tensors
 from onnxzip.passes.base import (
@@ -72,6 +87,7 @@ from onnxzip.passes.base import (
 # Keys that only mean something for one method (checked when set to a non-default value).
 LINEAR_KEYS = ("symmetric", "granularity", "block_size", "clip", "activations", "calibration_method", "percentile")
 KMEANS_KEYS = ("per_channel", "init", "outliers")
+GPTQ_KEYS = ("percdamp", "act_order", "lazy_batch")
 DEFAULT_BLOCK = 32
 
 
@@ -102,6 +118,17 @@ class QuantizeConfig(TargetConfig):
     per_channel: bool = opt(False, "kmeans: one codebook per output channel instead of one per tensor")
     init: Literal["kmeans++", "linear"] = opt("linear", "kmeans: initial centroids spaced over the range, or k-means++ seeded by the recipe seed")
     outliers: float = opt(0.0, "kmeans: fraction of largest-magnitude weights kept exact in a side table", min=0.0, max=0.05)
+    algorithm: Literal["rtn", "gptq"] = opt(
+        "rtn",
+        "`rtn`: round every weight to its nearest level; `gptq`: quantize column by column, moving each column's "
+        "error onto the columns not yet quantized so the layer's outputs on the calibration data stay close (needs calibration data)",
+    )
+    percdamp: float = opt(0.01, "gptq: damping added to H = X^T X, as a fraction of its mean diagonal", min=0.0, max=1.0)
+    act_order: bool = opt(False, "gptq: quantize the columns with the largest inputs (H_jj) first")
+    lazy_batch: int = opt(128, "gptq: columns per lazy update block (speed; the result barely changes)", min=1)
+    bias_correction: bool = opt(
+        False, "add E[x](W - W_q) to the layer's bias so its mean output is kept (needs calibration data)"
+    )
 
     DEFAULT_OPS: ClassVar[tuple[str, ...]] = ("MatMul", "Gemm", "Conv")
 
@@ -111,7 +138,7 @@ class QuantizeConfig(TargetConfig):
 
     def check(self) -> None:
         defaults = {f.name: f.default for f in dataclasses.fields(QuantizeConfig)}
-        self._check_effective([k for k in LINEAR_KEYS + KMEANS_KEYS if getattr(self, k) != defaults[k]])
+        self._check_effective([k for k in LINEAR_KEYS + KMEANS_KEYS + GPTQ_KEYS if getattr(self, k) != defaults[k]])
         for glob, items in self.overrides:
             d = dict(items)
             d.pop("skip", None)
@@ -119,12 +146,14 @@ class QuantizeConfig(TargetConfig):
                 continue
             eff = dataclasses.replace(self, overrides=(), **d)
             try:
-                eff._check_effective([k for k in d if k in LINEAR_KEYS + KMEANS_KEYS])
+                eff._check_effective([k for k in d if k in LINEAR_KEYS + KMEANS_KEYS + GPTQ_KEYS])
             except ConfigIssue as e:
                 raise ConfigIssue("overrides", f"override `{glob}`: key `{e.key}`: {e.message}", e.hint) from None
 
     def _check_effective(self, given: list[str]) -> None:
         for key in given:
+            if key in GPTQ_KEYS and self.algorithm != "gptq":
+                raise ConfigIssue(key, f"applies to `algorithm: gptq`, not `{self.algorithm}`", f"set `algorithm: gptq`, or remove `{key}`")
             if self.method == "kmeans" and key in LINEAR_KEYS:
                 raise ConfigIssue(key, "applies to `method: linear`, not `kmeans`", f"remove `{key}`, or set `method: linear`")
             if self.method == "linear" and key in KMEANS_KEYS:
@@ -182,6 +211,11 @@ class QuantizePass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
+        for c in _configs(cfg):
+            if c.algorithm == "gptq":
+                require_calibration(self.context, "quantize", "algorithm", "gptq")
+            if c.bias_correction:
+                require_calibration(self.context, "quantize", "bias_correction", True)
         wants_static = any(c.method == "linear" and c.activations == "static" for c in _configs(cfg))
         if wants_static and self.context.calibration is None:
             raise DataError(
@@ -194,6 +228,14 @@ class QuantizePass(Pass):
         refs = self._targets(model, cfg, skipped)
         if not refs:
             return PassResult(model, False, skipped=skipped, warnings=[] if skipped else [no_target_warning(cfg)])
+
+        # Layer statistics before any rewrite (and before an opset upgrade replaces the model).
+        aware = [r for r, c in refs if c.algorithm == "gptq" or c.bias_correction]
+        found: dict[str, Layer] = {}
+        no_stats: dict[str, str] = {}
+        if aware:
+            found, no_stats, stat_notes = gather(self.context, model, aware)
+            notes.extend(stat_notes)
 
         ranges = None
         if wants_static:
@@ -219,12 +261,18 @@ class QuantizePass(Pass):
 
         names = M.NameGen(model)
         edits = Edits()
-        linear = LinearRewriter(model, names, edits, ranges, static_inputs([(r, c) for r, c in refs if r.node.input[0] in (ranges or {})]))
+        # Statistics belong to weights; after an opset upgrade the refs are new objects.
+        layers = {r.name: Layer(r, found[r.name].view, found[r.name].stats) for r, _ in refs if r.name in found}
+        calibrated = Calibrated(model, names, layers, no_stats)
+        linear = LinearRewriter(
+            model, names, edits, ranges, static_inputs([(r, c) for r, c in refs if r.node.input[0] in (ranges or {})]),
+            calibrated=calibrated,
+        )
         stats: list[TensorStat] = linear.stats  # one list, in graph order
         for ref, c in refs:
             if c.method == "kmeans":
                 seed = int(self.context.rng(ref.name).integers(0, 2**31 - 1))
-                stats.append(kmeans_rewrite(ref, c, seed, names, edits))
+                stats.append(kmeans_rewrite(ref, c, seed, names, edits, calibrated))
             else:
                 linear.rewrite(ref, c)
         edits.apply()
