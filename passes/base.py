@@ -8,6 +8,7 @@ handle: it records a :class:`Skip` with the reason instead.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import fnmatch
 import logging
@@ -86,6 +87,17 @@ class TargetConfig(PassConfig):
                 return dataclasses.replace(self, overrides=(), **d) if d else self
         return self
 
+    def variants(self) -> list[TargetConfig]:
+        """This config and every config an override can produce (to see what any node
+        may need, e.g. whether some layer asks for calibration data)."""
+        out = [self]
+        for _, items in self.overrides:
+            d = dict(items)
+            if d.pop("skip", False) or not d:
+                continue
+            out.append(dataclasses.replace(self, overrides=(), **d))
+        return out
+
 
 TARGET_KEYS = tuple(f.name for f in dataclasses.fields(TargetConfig))
 
@@ -156,7 +168,7 @@ class PassContext:
         return np.random.default_rng([self.seed, zlib.crc32(salt.encode())])
 
 
-class Pass:
+class Pass(abc.ABC):
     """Base class: subclasses set ``name``, ``Config``, ``summary`` and implement ``call``."""
 
     name: ClassVar[str] = ""
@@ -167,8 +179,9 @@ class Pass:
         self.config = config
         self.context = context or PassContext()
 
-    def call(self, model: onnx.ModelProto) -> PassResult:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        """Rewrite ``model`` (in place or into a new proto) and say what changed."""
 
     @classmethod
     def targets(cls, model: onnx.ModelProto, config: PassConfig, skipped: list[Skip]) -> list[tuple[str, onnx.NodeProto, int]]:

@@ -216,17 +216,6 @@ class PruneConfig(TargetConfig):
 # --------------------------------------------------------------------------- helpers
 
 
-def _variants(cfg: PruneConfig) -> list[PruneConfig]:
-    """The config and every override variant (to see what any node may need)."""
-    out = [cfg]
-    for _, items in cfg.overrides:
-        d = dict(items)
-        if d.pop("skip", False) or not d:
-            continue
-        out.append(dataclasses.replace(cfg, overrides=(), **d))
-    return out
-
-
 def _attr(node: onnx.NodeProto, name: str, default):
     for a in node.attribute:
         if a.name == name:
@@ -650,7 +639,7 @@ class PrunePass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         cfg: PruneConfig = self.config  # type: ignore[assignment]
-        for c in _variants(cfg):
+        for c in cfg.variants():
             if c.method in ("magnitude", "n:m") and c.algorithm != "magnitude":
                 require_calibration(self.context, "prune", "algorithm", c.algorithm)
             if c.method in ("magnitude", "n:m") and c.bias_correction:

@@ -193,17 +193,6 @@ class QuantizeConfig(TargetConfig):
             )
 
 
-def _configs(cfg: QuantizeConfig) -> list[QuantizeConfig]:
-    """The config and every override variant (to see what any node may need)."""
-    out = [cfg]
-    for _, items in cfg.overrides:
-        d = dict(items)
-        if d.pop("skip", False) or not d:
-            continue
-        out.append(dataclasses.replace(cfg, overrides=(), **d))
-    return out
-
-
 class QuantizePass(Pass):
     name = "quantize"
     summary = "int8/int4 linear quantization (weight-only, dynamic, static) or k-means weight sharing"
@@ -211,12 +200,12 @@ class QuantizePass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         cfg: QuantizeConfig = self.config  # type: ignore[assignment]
-        for c in _configs(cfg):
+        for c in cfg.variants():
             if c.algorithm == "gptq":
                 require_calibration(self.context, "quantize", "algorithm", "gptq")
             if c.bias_correction:
                 require_calibration(self.context, "quantize", "bias_correction", True)
-        wants_static = any(c.method == "linear" and c.activations == "static" for c in _configs(cfg))
+        wants_static = any(c.method == "linear" and c.activations == "static" for c in cfg.variants())
         if wants_static and self.context.calibration is None:
             raise DataError(
                 "static quantization needs calibration data",
@@ -241,7 +230,7 @@ class QuantizePass(Pass):
         if wants_static:
             names = static_tensors([(r, c) for r, c in refs])
             if names:
-                ranges = self._calibrate(model, names, next(c for c in _configs(cfg) if c.activations == "static"))
+                ranges = self._calibrate(model, names, next(c for c in cfg.variants() if c.activations == "static"))
 
         need = max(required_opset(c, r.node) for r, c in refs)
         have = M.domain_opset(model) or 1
