@@ -24,6 +24,8 @@ from onnxzip.cli import compress as _compress
 from onnxzip.cli import eval as _eval
 from onnxzip.cli import inspect as _inspect
 from onnxzip.cli import recipes as _recipes
+from onnxzip.cli import sensitivity as _sensitivity
+from onnxzip.cli import tune as _tune
 from onnxzip.cli import unpack as _unpack
 from onnxzip.cli import validate as _validate
 from onnxzip.cli._common import debug_enabled, print_error
@@ -64,6 +66,8 @@ app.command("validate")(_validate.validate)
 app.command("inspect")(_inspect.inspect)
 app.command("recipes")(_recipes.recipes)
 app.command("unpack")(_unpack.unpack)
+app.command("sensitivity")(_sensitivity.sensitivity_cmd)
+app.command("tune")(_tune.tune_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
