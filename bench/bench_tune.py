@@ -3,8 +3,9 @@
 For each model (the sample transformer; magika with its real inputs when the bench cache has
 it, see `bench/models.py`):
 
-* every shipped preset, compressed through the library as `onnxzip compress` does (int8-static
-  calibrated on the model's calib.npz), and measured on the same two splits tune uses;
+* every shipped preset, compressed through the library as `onnxzip compress` does (with the
+  model's calib.npz as `--calib`, for the presets that calibrate), and measured on the same two
+  splits tune uses;
 * every *uniform* setting of tune's own grid: all layers at the same setting of the base
   recipe (e.g. all at `prune:sparsity=0.6 quantize:bits=4`), built by the same machinery;
 * `onnxzip tune` from the base recipe (wall time included).
@@ -91,7 +92,7 @@ def bench_model(name: str, model: Path, data: Path, calib: Path | None, recipe: 
         for p in preset_names():
             out = tmpd / f"{p}.onnx"
             try:
-                r = compress(model, p, out, evaluate=False, enforce_gates=False, calib=calib if p == "int8-static" else None)
+                r = compress(model, p, out, evaluate=False, enforce_gates=False, calib=calib)
             except Exception as e:  # a preset that cannot run on this model
                 log(f"  preset {p}: failed: {str(e).splitlines()[0]}")
                 rows.append({"variant": p, "kind": "preset", "bytes": None, "meets": False, "error": str(e).splitlines()[0]})

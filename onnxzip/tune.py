@@ -262,6 +262,8 @@ class _Search:
         self.cache: dict[tuple[int, ...], Trial] = {}
         self.options: list[list[Option]] = []
         self.best: Trial | None = None
+        self.baseline_bytes = 0
+        self.base_latency: float | None = None
         self.metric = budgets[0].metric
         self.op = budgets[0].op
 
@@ -366,8 +368,6 @@ def tune(
             raise UsageError(f"output folder `{out_dir}` does not exist", hint=f"create it first: mkdir -p {out_dir}")
     if model_out is not None:
         M.check_output_path(Path(model_out), input_path=model_path)
-    if refine is None:
-        refine = 0  # set below from the layer count
     cands = parse_candidate_specs(candidates) if not isinstance(candidates, Mapping) else candidates
 
     bench = Workbench(
@@ -399,8 +399,9 @@ def tune(
         raise BudgetNotMet(
             f"the budget `{_describe(budgets)}` cannot be met: the mildest setting (every layer left uncompressed) reaches {'; '.join(figs)}",
             causes=[
-                f"that model stores {fmt_bytes(mild_choose.bytes)} ({fmt_ratio(bench.original_bytes / mild_choose.bytes if mild_choose.bytes else None)}); "
-                f"the passes that do not tune per layer ({', '.join(s.name for s in recipe.passes if not _tuned(bench, s.name)) or 'none'}) already cost this much"
+                f"that model stores {fmt_bytes(mild_choose.bytes)} ({fmt_ratio(bench.original_bytes / mild_choose.bytes if mild_choose.bytes else None)} smaller); "
+                f"only the passes not tuned per layer changed it: {', '.join(f'`{s.name}`' for s in recipe.passes if not _tuned(bench, s.name)) or 'none'}"
+                + (", and what the tuned passes do to tensors that are not layers" if any(k.follower for k in bench.knobs) else "")
             ],
             hint="relax the budget, or remove the passes that cost accuracy on their own from the base recipe; nothing was written",
         )
@@ -430,7 +431,7 @@ def tune(
                 continue
             opts.append(Option(o.setting, value, cost))
         search.options.append(_frontier(opts))
-    if not refine:
+    if refine is None:
         refine = 2 * len(bench.layers)
 
     # 3. knapsack over the noise budget
