@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from _calib_reader import CalibReader  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
@@ -70,24 +71,6 @@ def onnxzip_variant(model: Path, preset: str, out: Path, calib: Path) -> Path:
     return out
 
 
-class _Reader:
-    """onnxruntime's CalibrationDataReader over the same calib.npz onnxzip uses."""
-
-    def __init__(self, data: dict[str, np.ndarray], batch: int = 32):
-        self.data, self.batch, self.i = data, batch, 0
-        self.n = len(next(iter(data.values())))
-
-    def get_next(self):
-        if self.i >= self.n:
-            return None
-        feed = {k: v[self.i: self.i + self.batch] for k, v in self.data.items()}
-        self.i += self.batch
-        return feed
-
-    def rewind(self):
-        self.i = 0
-
-
 def ort_dynamic(model: Path, out: Path, calib: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -100,7 +83,7 @@ def ort_static(model: Path, out: Path, calib: Path) -> Path:
 
     data = {k: v for k, v in load_npz(calib).items() if k != "labels"}
     quantize_static(
-        str(model), str(out), _Reader(data), quant_format=QuantFormat.QDQ, per_channel=True,
+        str(model), str(out), CalibReader(data), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
     )
     return out

@@ -63,6 +63,7 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import models  # noqa: E402  (bench/models.py)
+from _calib_reader import CalibReader  # noqa: E402
 
 PRESETS = ("int8-dynamic", "int8-static", "int4-weight-only", "kmeans-5bit", "deep-compression", "lowrank-90", "prune-channels-25")
 PRE_HUFFMAN = "deep-compression-pre-huffman"
@@ -265,24 +266,6 @@ def prepare_peer_inputs(model: Path, d: Path) -> PeerInputs:
     return PeerInputs(cands, time.perf_counter() - t0, notes)
 
 
-class _Reader:
-    """onnxruntime's CalibrationDataReader over the same calib.npz onnxzip uses."""
-
-    def __init__(self, data: dict[str, np.ndarray], batch: int):
-        self.data, self.batch, self.i = data, batch, 0
-        self.n = len(next(iter(data.values())))
-
-    def get_next(self):
-        if self.i >= self.n:
-            return None
-        feed = {k: v[self.i: self.i + self.batch] for k, v in self.data.items()}
-        self.i += self.batch
-        return feed
-
-    def rewind(self):
-        self.i = 0
-
-
 def calib_batch(data: dict[str, np.ndarray]) -> int:
     """onnxruntime's calibration runs an augmented model that keeps every intermediate tensor
     alive; batch so that one call holds about 200k input elements (ocr_rec at batch 32 peaked
@@ -346,7 +329,7 @@ def make_ort_static(calib: dict[str, np.ndarray]) -> Callable[[Path, Path], None
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
         quantize_static(
-            str(src), str(out), _Reader(calib, calib_batch(calib)), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(src), str(out), CalibReader(calib, calib_batch(calib)), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         )
 
