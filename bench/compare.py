@@ -56,16 +56,21 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
+
+from onnxzip.executed_ops import ExecutedOps
+from onnxzip.executed_ops import compare as executed_compare
+from onnxzip.executed_ops import describe as executed_describe
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import models  # noqa: E402  (bench/models.py)
 from _calib_reader import CalibReader  # noqa: E402
 
-PRESETS = ("int8-dynamic", "int8-static", "int4-weight-only", "kmeans-5bit", "deep-compression", "lowrank-90", "prune-channels-25")
+PRESETS = ("int8-dynamic", "int8-static", "int4-weight-only", "kmeans-5bit", "deep-compression", "deep-compression-calib", "lowrank-90", "prune-channels-25")
 PRE_HUFFMAN = "deep-compression-pre-huffman"
 # onnxzip preset -> the onnxruntime quantizer it is held against
 PEER_OF = {"int8-dynamic": "ort-dynamic", "int8-static": "ort-static", "int4-weight-only": "ort-matmulnbits"}
@@ -125,6 +130,7 @@ class Row:
     eval_s: float | None = None
     latency: dict[int, float] = field(default_factory=dict)  # threads -> seconds (median)
     ops: dict[str, int] | None = None  # ops onnxruntime executed (optimized graph, 1 thread)
+    executed: Any = field(default=None, repr=False)  # onnxzip.executed_ops.ExecutedOps of that graph (for explain_ops)
     report: dict | None = None  # onnxzip compression report (trimmed)
     by_kind: dict[str, int] | None = None  # initializer bytes by dtype + graph
 
@@ -528,9 +534,8 @@ def latencies(sessions: dict[str, object], feed: dict[str, np.ndarray], budget_s
 
 
 def op_histogram(path: Path) -> dict[str, int]:
-    proto = onnx.load(str(path), load_external_data=False)
-    c = Counter((f"{n.domain}::" if n.domain and n.domain not in ("ai.onnx",) else "") + n.op_type for n in proto.graph.node)
-    return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+    """Op counts of an optimized model file (onnxzip.executed_ops: ``domain::Op`` outside the default domain)."""
+    return ExecutedOps.from_file(path).counts
 
 
 # --------------------------------------------------------------------------- one model
@@ -732,7 +737,8 @@ def bench_model(name: str, entry, args, work: Path) -> ModelRun:
         opt = d / f"{row.key.replace(':', '_')}.opt.onnx"
         if opt.exists():
             with contextlib.suppress(Exception):
-                row.ops = op_histogram(opt)
+                row.executed = ExecutedOps.from_file(opt)  # counts, node names and cost classes, for explain_ops
+                row.ops = row.executed.counts
     t_lat = time.perf_counter() - t0
 
     # ---- why deep-compression loses accuracy (when it misses 99% agreement): ablations
@@ -1071,41 +1077,12 @@ def fmt_ms(s: float | None) -> str:
 
 def explain_ops(row: Row, fp: Row) -> str:
     """What onnxruntime executed for a variant that is slower than fp32 (its optimized graph
-    at 1 thread against fp32's), with what each difference costs on CPU."""
-    if not row.ops or not fp.ops:
+    at 1 thread against fp32's), with what each added op is expected to cost on CPU
+    (onnxzip.executed_ops, the same wording as onnxzip's report; the latency feed is batch 1)."""
+    a, b = getattr(fp, "executed", None), getattr(row, "executed", None)
+    if a is None or b is None:
         return "(no optimized graph recorded)"
-    diff = {k: row.ops.get(k, 0) - fp.ops.get(k, 0) for k in set(row.ops) | set(fp.ops)}
-    diff = {k: v for k, v in diff.items() if v}
-    shown = ", ".join(f"{k} {'+' if v > 0 else ''}{v}" for k, v in sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:10])
-    why = []
-    has = lambda op: row.ops.get(op, 0) + row.ops.get(f"com.microsoft::{op}", 0)  # noqa: E731
-    if has("ConvInteger"):
-        why.append(f"{has('ConvInteger')} ConvInteger: onnxruntime's CPU ConvInteger (im2col + integer GEMM, then a float rescale, no fused bias/activation) is slower than its float NCHWc Conv, and each one needs a DynamicQuantizeLinear pass over its input")
-    if has("DequantizeLinear"):
-        why.append(f"{has('DequantizeLinear')} DequantizeLinear run on every call (weights or activations dequantized at run time, not fused into an integer kernel)")
-    if has("QuantizeLinear"):
-        why.append(f"{has('QuantizeLinear')} QuantizeLinear on activations")
-    if has("DynamicQuantizeMatMul"):
-        why.append(f"{has('DynamicQuantizeMatMul')} DynamicQuantizeMatMul: the activation's range is found and the activation quantized on every call; at batch 1 the rows are few, so the int8 GEMM saves less than that costs")
-    if has("DynamicQuantizeLinear") and not has("ConvInteger"):
-        why.append(f"{has('DynamicQuantizeLinear')} DynamicQuantizeLinear (activation range computed on every call)")
-    if has("Gather") > fp.ops.get("Gather", 0):
-        why.append("codebook Gather executed at run time")
-    extra_bn = has("BatchNormalization") - fp.ops.get("BatchNormalization", 0)
-    if extra_bn > 0:
-        why.append(f"{extra_bn} BatchNormalization run unfused (each follows a quantized Conv, which onnxruntime cannot fold a BatchNormalization into; fp32 gets them folded at session start)")
-    extra_tr = has("Transpose") - fp.ops.get("Transpose", 0)
-    if extra_tr > 0:
-        why.append(f"{extra_tr} Transpose added" + (" (onnxruntime runs QLinearConv in NHWC and transposes around it)" if has("QLinearConv") else ""))
-    if has("MatMulNBits"):
-        why.append(f"{has('MatMulNBits')} MatMulNBits (4-bit dequantize inside the GEMM)")
-    if has("QLinearConv") and not why:
-        why.append("integer kernels (QLinearConv) are not faster than MLAS float Conv at this size on this CPU")
-    if not diff:
-        why.append("same executed graph as fp32: the difference is timing noise or weight layout")
-    elif not why:
-        why.append("no op that costs time was added: the gap is timing noise or weight layout")
-    return f"executed-op difference vs fp32: {shown or 'none'}. " + "; ".join(why)
+    return executed_describe(executed_compare(a, b, provider="CPUExecutionProvider", batch=1), baseline="fp32")
 
 
 def model_table(mr: ModelRun, threads: list[int]) -> list[str]:
@@ -1447,7 +1424,7 @@ def main(argv: list[str] | None = None) -> int:
         for mr in runs:
             rows = []
             for r in mr.rows:
-                d = dataclasses.asdict(r)
+                d = {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if f.name != "executed"}
                 d["path"] = str(r.path) if r.path else None
                 d["latency"] = {str(k): v for k, v in r.latency.items()}
                 rows.append(d)

@@ -10,7 +10,13 @@ Latency
     both sessions in one process, after ``warmup`` runs each, timed interleaved
     (A B, B A, A B, ...) so drift hits both alike; ``runs`` defaults to enough for about
     2 s per model (10 to 10,000 runs). p50/p90/p99/mean/min in ms, speedup as the ratio of
-    medians. Session creation is timed separately and includes Huffman decoding.
+    medians. Session creation is timed separately and includes Huffman decoding. When the
+    compressed median is slower by more than the noise (the spread of the ratio across blocks
+    of runs, at least 5%), ``explanation`` names the ops that are expected to cost the time.
+Executed ops
+    for a compressed model, on every provider (timed or not): the op types onnxruntime
+    executes for each model after its graph optimizations, their difference, and the added
+    ops expected to run slower than float (:mod:`onnxzip.executed_ops`). Deterministic.
 Accuracy
     the user's ``.npz`` streamed in batches (:class:`~onnxzip.data.NpzData`), or, without one,
     inputs generated from the input signature (``synthetic: true`` in the report): floats
@@ -36,6 +42,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxzip import executed_ops as X
 from onnxzip import model as M
 from onnxzip.data import InputSpec, NpzData, input_signature
 from onnxzip.errors import DataError, ModelError, UsageError
@@ -414,6 +421,30 @@ def _run(sess: Any, feeds: dict[str, np.ndarray], what: str, provider: str) -> l
         ) from None
 
 
+def _ratio_noise(ns_a: Sequence[int], ns_b: Sequence[int], blocks: int = 5) -> float | None:
+    """How much the compressed/original ratio of medians moves between blocks of consecutive
+    runs: half the spread of the per-block ratios, relative to the overall ratio (None with
+    fewer than two runs a block). Drift and bursts of load show up here, not in the medians."""
+    n = min(len(ns_a), len(ns_b))
+    size = n // blocks
+    if size < 2:
+        return None
+    a, b = np.asarray(ns_a[:n], dtype=np.float64), np.asarray(ns_b[:n], dtype=np.float64)
+    overall = float(np.median(b) / np.median(a))
+    ratios = [float(np.median(b[i * size:(i + 1) * size]) / np.median(a[i * size:(i + 1) * size])) for i in range(blocks)]
+    return round((max(ratios) - min(ratios)) / 2 / overall, 4) if overall else None
+
+
+def _executed_ops(original: onnx.ModelProto, compressed: onnx.ModelProto, plan: ProviderPlan, batch: int) -> dict[str, Any]:
+    """The report's ``executed_ops`` entry for one provider; ``{"error": ...}`` when
+    onnxruntime cannot write its optimized graph (e.g. a provider that compiles the graph)."""
+    try:
+        return X.compare_models(original, compressed, plan.providers, batch=batch)
+    except Exception as e:  # onnxruntime raises its own types; the evaluation goes on without this section
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return {"error": f"onnxruntime's optimized graph could not be read: {first[:300]}"}
+
+
 def _stats_ms(ns: list[int]) -> dict[str, float]:
     a = np.asarray(ns, dtype=np.float64) / 1e6
     return {
@@ -490,10 +521,14 @@ class Evaluator:
         feeds, info = synthetic_batches(model, specs, o.input_shapes, samples=o.samples or SYNTHETIC_SAMPLES, seed=o.seed)
         return (lambda: iter([(f, None) for f in feeds])), info
 
+    def _latency_batch(self, specs: list[InputSpec]) -> int:
+        """Batch of the latency feed: the model's fixed batch dimension, else ``latency_batch``."""
+        fixed = specs[0].shape[0] if specs and specs[0].shape and isinstance(specs[0].shape[0], int) else None
+        return fixed or self.options.latency_batch
+
     def _latency_feed(self, model: onnx.ModelProto, specs: list[InputSpec]) -> dict[str, np.ndarray]:
         o = self.options
-        fixed = specs[0].shape[0] if specs and specs[0].shape and isinstance(specs[0].shape[0], int) else None
-        n = fixed or o.latency_batch
+        n = self._latency_batch(specs)
         if self.data is not None:
             feed = next(iter(self.data.batches(specs, n, n)), {})
             got = next(iter(feed.values())).shape[0] if feed and next(iter(feed.values())).ndim else n
@@ -517,6 +552,8 @@ class Evaluator:
         make_batches, data_info = self._batches(original, specs)
         latency_on = bool(o.latency)
         providers_out, latency, accuracy = [], {}, {}
+        executed: dict[str, dict[str, Any]] = {}
+        plain: list[onnx.ModelProto] = []  # the compressed model decoded once, for every provider
         for plan in self.plans:
             self.progress(f"evaluating on {plan.name}" + (f" ({plan.fallback})" if plan.fallback else ""))
             sa, ta = _session_or_fail(original, plan, o.threads, "original")
@@ -536,6 +573,13 @@ class Evaluator:
                 }
             )
             accuracy[plan.name] = self._accuracy(sa, sb, make_batches, plan.name)
+            if compressed is not None:
+                self.progress(f"executed ops on {plan.name}")
+                if not plain:
+                    from onnxzip.runtime import to_plain
+
+                    plain.append(to_plain(compressed))
+                executed[plan.name] = _executed_ops(original, plain[0], plan, self._latency_batch(specs))
             if latency_on:
                 feed = self._latency_feed(original, specs)
                 sessions = [sa] + ([sb] if sb is not None else [])
@@ -554,6 +598,9 @@ class Evaluator:
                     p50a, p50b = entry["original"]["p50_ms"], entry["compressed"]["p50_ms"]
                     entry["latency_ratio"] = round(p50b / p50a, 4) if p50a else None
                     entry["speedup"] = round(p50a / p50b, 4) if p50b else None
+                    entry["latency_ratio_noise"] = _ratio_noise(times[0], times[1])
+                    entry["slower"] = X.is_slower(p50a, p50b, entry["latency_ratio_noise"])
+                    entry["explanation"] = X.explain_latency(p50a, p50b, executed.get(plan.name), entry["latency_ratio_noise"])
                 latency[plan.name] = entry
         per_layer = None
         if o.per_layer and compressed is not None:
@@ -565,6 +612,7 @@ class Evaluator:
             "seed": o.seed,
             "data": data_info,
             "latency": latency or None,
+            "executed_ops": executed or None,
             "accuracy": accuracy,
             "metrics": list(o.metrics),
             "per_layer": per_layer,

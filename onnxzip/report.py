@@ -24,8 +24,11 @@ Schema ``onnxzip.report/1`` (top-level keys, in order):
     per pass: tensors changed (per-tensor stats), skipped (with reasons), notes, warnings, time.
 ``evaluation``
     ``null`` when not evaluated; else providers (requested, used, fallback), data (source,
-    sha256 or ``synthetic: true``), latency per provider, accuracy per provider and output,
-    task metrics, per-layer errors.
+    sha256 or ``synthetic: true``), latency per provider (with ``latency_ratio_noise``,
+    ``slower`` and an ``explanation`` naming the ops when slower), ``executed_ops`` per provider
+    (op counts of onnxruntime's optimized graphs, their difference, and ``findings``: added ops
+    expected to run slower than float, each with op, count, nodes, reason), accuracy per
+    provider and output, task metrics, per-layer errors.
 ``gates``
     ``null`` without gates; else enforced/strict, overall verdict, and per gate its metric,
     op, limit, value, subject (worst output / provider), verdict and reason.
@@ -340,6 +343,37 @@ def latency_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def slowdown_lines(report: dict[str, Any]) -> list[str]:
+    """Plain lines, per provider: whether the compressed model measured slower than the
+    original (beyond the noise) and the added ops expected to run slower than float, one a
+    line; the reasons when it is slower without such ops; nothing when there is nothing to say."""
+    from onnxzip.executed_ops import describe
+
+    ev = report.get("evaluation") or {}
+    latency = ev.get("latency") or {}
+    out: list[str] = []
+    for prov, entry in (ev.get("executed_ops") or {}).items():
+        lat = latency.get(prov) or {}
+        slower = bool(lat.get("slower"))
+        if entry.get("error"):
+            if slower:
+                out.append(f"slower than the original on {_short(prov)}: p50 x{lat['latency_ratio']:.2f}; executed ops unknown ({entry['error']})")
+            continue
+        found = entry.get("findings") or []
+        if slower:
+            noise = max(0.05, lat.get("latency_ratio_noise") or 0.0)
+            head = f"slower than the original on {_short(prov)}: p50 x{lat['latency_ratio']:.2f} (noise allowance {noise:.0%})"
+            out.append(head + (":" if found else f"; {describe(entry)}"))
+        if found:
+            if not slower:
+                measured = f"; measured p50 x{lat['latency_ratio']:.2f}, not slower here" if lat.get("latency_ratio") is not None else ""
+                out.append(f"ops expected to be slower than float on {_short(prov)} (added in the executed graph{measured}):")
+            for f in found:
+                nodes = ", ".join(f["nodes"][:3]) + (", ..." if f["count"] > 3 else "")
+                out.append(f"  {f['count']} {f['op']}" + (f" ({nodes})" if nodes else "") + f": {f['reason']}")
+    return out
+
+
 def _short(provider: str) -> str:
     return provider.removesuffix("ExecutionProvider")
 
@@ -403,6 +437,10 @@ def markdown(report: dict[str, Any]) -> str:
         if rows:
             lines += ["", "| provider | original p50 / p90 / p99 | compressed p50 / p90 / p99 | speedup | session start | runs |", "|---|---:|---:|---:|---:|---|"]
             lines += ["| " + " | ".join(r) + " |" for r in rows]
+        slow = slowdown_lines(report)
+        if slow:
+            lines.append("")
+            lines += [f"  - {t.strip()}" if t.startswith("  ") else f"- {t}" for t in slow]
         pl = ev.get("per_layer")
         if pl:
             if pl["weights"]:
@@ -470,6 +508,8 @@ def print_summary(report: dict[str, Any], console) -> None:
         _table(console, "latency (p50 / p99 per run, session start incl. decoding)", ["provider", "p50 orig", "p50 comp", "p99 orig", "p99 comp", "speedup", "start orig", "start comp"], rows, right_from=1)
         for prov, lat in (ev.get("latency") or {}).items():
             console.print(f"  {_short(prov)}: {lat['runs']} runs after {lat['warmup']} warm-up, batch {lat['batch']}, {lat['threads'] or 'default'} thread(s)", highlight=False, markup=False)
+        for text in slowdown_lines(report):
+            console.print(text, highlight=False, markup=False)
         pl = ev.get("per_layer")
         if pl:
             rows = [[w["name"], "x".join(map(str, w["shape"])), _num(w["rel_error"], 6)] for w in pl["weights"][:10]]

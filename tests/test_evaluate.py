@@ -318,6 +318,7 @@ def test_report_schema_and_determinism(tmp_path: Path, cast_recipe: Path):
     assert a != b  # timings differ...
     assert without_timings(a) == without_timings(b)  # ...and nothing else
     assert "latency" not in without_timings(a)["evaluation"]
+    assert without_timings(a)["evaluation"]["executed_ops"]["CPUExecutionProvider"]["original"]  # deterministic: kept
     assert without_timings(a)["gates"]["results"][0]["verdict"] == "pass"  # accuracy gates stay
     assert json.loads(to_json(a)) == a  # the JSON round-trips (after the inf -> "inf" mapping)
 
@@ -344,3 +345,93 @@ def test_per_layer_reaches_weights_inside_subgraphs(tmp_path: Path, cast_recipe:
     inner = [w for w in pl["weights"] if " (in " in w["name"]]
     assert len(inner) >= 4 and pl["weights_unmatched"] == []
     assert all(w["rel_error"] < 1e-3 for w in inner)
+
+
+# --------------------------------------------------------------------------- executed ops
+
+
+TRANSFORMER = SAMPLES / "transformer"
+
+
+def test_int8_static_transformer_report_has_executed_ops(tmp_path: Path):
+    rep, md = tmp_path / "r.json", tmp_path / "r.md"
+    code, _, err = invoke("compress", str(TRANSFORMER / "model.onnx"), "-r", "int8-static", "-o", str(tmp_path / "o.onnx"),
+                          "--data", str(TRANSFORMER / "eval.npz"), "--calib", str(TRANSFORMER / "calib.npz"), "--samples", "32",
+                          "--runs", "40", "--report", str(rep), "--markdown", str(md))
+    assert code == 0, err
+    ev = _json(rep)["evaluation"]
+    x = ev["executed_ops"]["CPUExecutionProvider"]
+    assert set(x) == {"original", "compressed", "difference", "findings", "batch"} and x["batch"] == 1
+    assert x["original"].get("QuantizeLinear", 0) == 0 and x["compressed"]["QuantizeLinear"] > 0
+    assert x["difference"]["QuantizeLinear"] == x["compressed"]["QuantizeLinear"]
+    q = next(f for f in x["findings"] if f["op"] == "QuantizeLinear")
+    assert q["count"] == x["compressed"]["QuantizeLinear"] and 0 < len(q["nodes"]) <= 5 and "activation" in q["reason"]
+    lat = ev["latency"]["CPUExecutionProvider"]
+    assert lat["slower"] == (lat["latency_ratio"] > 1 + max(0.05, lat["latency_ratio_noise"] or 0))
+    assert (lat["explanation"] is None) == (not lat["slower"])
+    if lat["slower"]:
+        assert "QuantizeLinear" in lat["explanation"]
+    assert f"{q['count']} QuantizeLinear (" in err and "Traceback" not in err
+    assert f"{q['count']} QuantizeLinear (" in md.read_text()
+
+
+def test_executed_ops_recorded_without_latency(tmp_path: Path):
+    rep = tmp_path / "r.json"
+    code, _, err = invoke("eval", str(MLP / "model.onnx"), str(MLP / "model.onnx"), "--no-latency", "--samples", "8", "--report", str(rep))
+    assert code == 0, err
+    ev = _json(rep)["evaluation"]
+    assert ev["latency"] is None
+    x = ev["executed_ops"]["CPUExecutionProvider"]
+    assert x["findings"] == [] and x["difference"] == {} and x["original"] == x["compressed"] and x["original"]
+    assert "slower" not in err
+
+
+def test_single_model_has_no_executed_ops(tmp_path: Path):
+    rep = tmp_path / "r.json"
+    code, _, err = invoke("eval", str(MLP / "model.onnx"), "--no-latency", "--samples", "8", "--report", str(rep))
+    assert code == 0, err
+    assert _json(rep)["evaluation"]["executed_ops"] is None
+
+
+def _report_with(executed: dict, latency: dict | None) -> dict:
+    return {
+        "schema": "onnxzip.report/1", "kind": "eval", "versions": {"onnxzip": "0", "onnxruntime": "0"},
+        "model": {"path": "a.onnx"}, "output": {"path": "b.onnx"}, "recipe": None, "passes": [],
+        "size": {"original_bytes": 10, "stored_bytes": 5, "deployable_bytes": 5, "ratio": 2.0, "deployable_ratio": 2.0},
+        "evaluation": {"providers": [], "data": {"synthetic": True, "samples": 1}, "accuracy": {}, "per_layer": None,
+                       "latency": latency, "executed_ops": {"CPUExecutionProvider": executed}},
+        "gates": None, "environment": {"cpu": "x"},
+    }
+
+
+_QL = {"op": "QuantizeLinear", "count": 4, "nodes": ["q0", "q1", "q2", "q3"], "reason": "quantizes an activation on every call"}
+
+
+def _lat(ratio: float, slower: bool) -> dict:
+    return {"CPUExecutionProvider": {"latency_ratio": ratio, "latency_ratio_noise": 0.01, "slower": slower}}
+
+
+def test_slowdown_section_in_summary_and_markdown():
+    from rich.console import Console
+
+    from onnxzip.report import print_summary, slowdown_lines
+
+    same = {"original": {"MatMul": 1}, "compressed": {"MatMul": 1}, "difference": {}, "findings": []}
+    costly = {"original": {"MatMul": 1}, "compressed": {"QuantizeLinear": 4}, "difference": {"QuantizeLinear": 4, "MatMul": -1}, "findings": [_QL]}
+    assert slowdown_lines(_report_with(same, _lat(1.0, False))) == []
+    lines = slowdown_lines(_report_with(costly, _lat(1.13, True)))
+    assert lines == ["slower than the original on CPU: p50 x1.13 (noise allowance 5%):",
+                     "  4 QuantizeLinear (q0, q1, q2, ...): quantizes an activation on every call"]
+    lines = slowdown_lines(_report_with(costly, None))  # not timed: the static expectation alone
+    assert lines[0].startswith("ops expected to be slower than float on CPU") and "4 QuantizeLinear" in lines[1]
+    lines = slowdown_lines(_report_with(costly, _lat(0.96, False)))  # timed and not slower: said so, ops still named
+    assert "measured p50 x0.96, not slower here" in lines[0] and "4 QuantizeLinear" in lines[1]
+    lines = slowdown_lines(_report_with(same, _lat(1.2, True)))
+    assert len(lines) == 1 and "same executed ops" in lines[0]
+    r = _report_with(costly, None)
+    r["evaluation"]["latency"] = None
+    text = markdown(r)
+    assert "- ops expected to be slower than float on CPU" in text and "  - 4 QuantizeLinear (q0, q1, q2, ...)" in text
+    console = Console(record=True, width=300, no_color=True)
+    print_summary(_report_with(costly, None), console)
+    assert "4 QuantizeLinear (q0, q1, q2, ...): quantizes an activation" in console.export_text()
