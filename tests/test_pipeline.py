@@ -87,6 +87,49 @@ def test_simplify_keeps_outputs(mlp_path: Path):
     np.testing.assert_allclose(run(res.model, {"x": x})[0], run(onnx.load(mlp_path), {"x": x})[0], rtol=1e-5, atol=1e-6)
 
 
+def _conv_bn_dynamic() -> onnx.ModelProto:
+    """x[N, 2, H, W] -> Conv -> BatchNormalization: onnxsim folds the BN into the Conv."""
+    rng = np.random.default_rng(0)
+    t = lambda a, n: onnx.numpy_helper.from_array(np.asarray(a, np.float32), n)  # noqa: E731
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"])],
+        "convbn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [t(rng.standard_normal((3, 2, 3, 3)), "w"), t(rng.uniform(0.5, 2, 3), "s"), t(rng.standard_normal(3), "b"),
+         t(rng.standard_normal(3), "m"), t(rng.uniform(0.5, 2, 3), "v")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.metadata_props.add(key="author", value="me")
+    return m
+
+
+def test_simplify_handles_dynamic_input_dims(tmp_path: Path):
+    """onnxsim refuses to check a model with dynamic dims unless given shapes: without
+    calibration data the model is simplified unchecked (said in a note), with it the check
+    runs on the data's shape at batch 1; either way the dims stay dynamic."""
+    from onnxzip.data import CalibrationSource, NpzData
+    from onnxzip.passes.base import PassContext
+
+    m = _conv_bn_dynamic()
+    x = np.random.default_rng(1).standard_normal((2, 2, 5, 7)).astype(np.float32)
+    np.savez(tmp_path / "c.npz", x=x)
+    cal = CalibrationSource(NpzData(tmp_path / "c.npz", what="calibration"))
+    for ctx, note in ((PassContext(), "numeric check skipped: input `x` float32[Nx2xHxW] has dynamic dims"),
+                      (PassContext(calibration=cal), "numeric check on the calibration data's shapes: `x` 1x2x5x7")):
+        res = SimplifyPass(SimplifyConfig(check_n=1), ctx).call(m)
+        assert res.modified and not res.skipped
+        assert note in " ".join(res.notes)
+        assert [n.op_type for n in res.model.graph.node] == ["Conv"]
+        dims = [d.dim_param or d.dim_value for d in res.model.graph.input[0].type.tensor_type.shape.dim]
+        assert dims == ["N", 2, "H", "W"]
+        other = np.random.default_rng(2).standard_normal((3, 2, 4, 9)).astype(np.float32)  # another size
+        np.testing.assert_allclose(run(res.model, {"x": other})[0], run(m, {"x": other})[0], rtol=1e-4, atol=1e-5)
+        # onnxsim's own bookkeeping is not carried into the file; the model's metadata is
+        assert {e.key: e.value for e in res.model.metadata_props} == {"author": "me"}
+
+
 def test_cast_fp16_reaches_weights_inside_if_branches(tmp_path: Path):
     src = SAMPLES / "if_subgraph" / "model.onnx"
     if not src.exists():
