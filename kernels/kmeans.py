@@ -409,8 +409,10 @@ def kmeans_quantize(
       (ascending) and float32 values. Their ``indices`` entry is their nearest centroid; the
       caller (or kmeans_dequantize) writes the exact values back.
 
-    Each weight's index is its nearest centroid (among the nonzero centroids when
-    ``keep_zero``). Deterministic for a given ``seed``. See kmeans_1d for init/max_iter/tol.
+    Each weight's index is its nearest codebook entry: with ``keep_zero`` that includes entry
+    0, so a nonzero weight closer to 0.0 than to every centroid (e.g. a near-dead channel
+    among large weights) becomes an exact zero instead of being pushed out to the smallest
+    centroid. Deterministic for a given ``seed``. See kmeans_1d for init/max_iter/tol.
     """
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
         raise ValueError(f"`bits` must be an integer in [1, 8], got `{bits!r}`")
@@ -445,9 +447,17 @@ def kmeans_quantize(
         member = ~(zero | is_out)
         cent, labels = kmeans_1d(flat[member], k, init, seed, max_iter, tol)
         indices = np.zeros(flat.size, dtype=np.uint8)
-        indices[member] = (labels + off).astype(np.uint8)
+        lab = (labels + off).astype(np.uint8)
+        if keep_zero and cent.size:
+            v = flat[member]
+            lab[np.abs(v) < np.abs(v - cent[labels])] = 0  # nearer to the exact zero
+        indices[member] = lab
         if out_idx.size:
-            indices[out_idx] = (_nearest(out_val, cent) + off).astype(np.uint8)
+            near = _nearest(out_val, cent)
+            lab = (near + off).astype(np.uint8)
+            if keep_zero and cent.size:
+                lab[np.abs(out_val) < np.abs(out_val - cent[near])] = 0
+            indices[out_idx] = lab
         codebook = np.zeros(n_codes, dtype=np.float32)
         codebook[off: off + cent.size] = cent
         if off + cent.size < n_codes:
@@ -475,9 +485,14 @@ def kmeans_quantize(
     c64 = cent.astype(np.float64)
     mids = (c64[:, :-1] + c64[:, 1:]) * 0.5
     labels = _row_searchsorted(mids, rows_x)
-    labels = np.minimum(labels, np.maximum(kk, 1)[:, None] - 1) + off
+    labels = np.minimum(labels, np.maximum(kk, 1)[:, None] - 1)
     if keep_zero:
-        labels[rows_x == 0] = 0
+        near = np.take_along_axis(cent, labels, axis=1)
+        labels += off
+        labels[(rows_x == 0) | (np.abs(rows_x) < np.abs(rows_x - near))] = 0  # exact or nearer to zero
+        del near
+    else:
+        labels += off
     indices = np.moveaxis(labels.astype(np.uint8).reshape(np.moveaxis(x, ax, 0).shape), 0, ax)
     codebook = np.zeros((n_ch, n_codes), dtype=np.float32)
     codebook[:, off:] = cent

@@ -141,10 +141,9 @@ def test_kmeans_quantize_properties(w, bits, keep_zero, data):
     assert idx.shape == w.shape and idx.dtype == np.uint8 and (idx < n_codes).all()
     assert cb.dtype == np.float32
     assert cb.shape == ((n_codes,) if axis is None else (w.shape[axis], n_codes))
-    off = 1 if keep_zero else 0
     if keep_zero:
         assert (cb[..., 0] == 0).all()
-        assert ((idx == 0) == (w == 0)).all()  # code 0 is exactly the pruned weights
+        assert (idx[w == 0] == 0).all()  # pruned weights keep code 0 (exact zero) ...
 
     nonzero = np.ones(w.size, bool) if not keep_zero else (w.reshape(-1) != 0)
     assert o_idx.dtype == np.int64 and o_val.dtype == np.float32
@@ -162,12 +161,11 @@ def test_kmeans_quantize_properties(w, bits, keep_zero, data):
     moved_i = np.moveaxis(idx, axis, 0).reshape(moved_w.shape) if axis is not None else \
         idx.reshape(1, -1)
     books = cb.reshape(-1, n_codes)
-    for row_w, row_i, book in zip(moved_w, moved_i, books):
-        sel = row_w != 0 if keep_zero else np.ones(row_w.size, bool)
-        used = np.unique(row_i[sel])
-        if used.size:
-            real = book[off: used.max() + 1]
-            _assert_nearest(row_w[sel], real, row_i[sel].astype(np.intp) - off)
+    for row_w, row_i, book in zip(moved_w, moved_i, books, strict=True):
+        # ... and every weight has its nearest entry (with keep_zero: entry 0 included, so a
+        # nonzero weight nearer to 0.0 than to any centroid becomes an exact zero)
+        used = np.unique(row_i)
+        _assert_nearest(row_w, book[: used.max() + 1], row_i.astype(np.intp))
 
     deq = kmeans_dequantize(idx, cb, axis, (o_idx, o_val))
     assert deq.dtype == np.float32 and deq.shape == w.shape
@@ -192,7 +190,7 @@ def test_kmeans_quantize_sqnr_improves_with_bits_and_keeps_zeros(axis):
     for bits in (2, 3, 4, 6):
         idx, cb, _ = kmeans_quantize(w, bits, per_channel_axis=axis)
         deq = kmeans_dequantize(idx, cb, axis)
-        assert (deq[w == 0] == 0).all() and (deq[w != 0] != 0).all()
+        assert (deq[w == 0] == 0).all()  # (a nonzero weight nearer 0.0 than any centroid may become 0)
         scores.append(_sqnr(w, deq))
     assert all(b > a + 3 for a, b in itertools.pairwise(scores)), scores
 
