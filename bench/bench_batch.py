@@ -1,8 +1,14 @@
 """Benchmark of batch mode (not part of the tests): ``python bench/bench_batch.py``.
 
-Compresses the sample_models directory (6 models) with one recipe three ways and reports the
-wall time of each (median of ``--repeats`` runs, default 3), every run into a fresh output
-folder so that nothing is skipped as up to date:
+Compresses the sample_models directory (6 models) with one recipe several ways and reports
+the wall time of each (median of ``--repeats`` runs, default 3, the modes interleaved in each
+run), every run into a fresh output folder so that nothing is skipped as up to date. What a
+user runs, as shell commands (each pays Python's and onnxruntime's imports):
+
+- ``cli one by one``: ``onnxzip compress MODEL -r RECIPE -o OUT`` once per model, in turn;
+- ``cli dir -j1`` / ``cli dir -jN``: one ``onnxzip compress DIR -r RECIPE -o OUT --workers 1|N``.
+
+And in this process, warm (imports paid once before timing):
 
 - ``library``: ``onnxzip.compress()`` called for each model in turn in this process (warm:
   imports and onnxsim loaded once before timing);
@@ -24,7 +30,9 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,8 +104,28 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         # warm-up: imports, onnxsim, onnxruntime's first session
         compress(args.models / models[0], recipe, tmp / "warm.onnx")
-        runs: dict[str, list[float]] = {"library": [], "batch -j1": [], f"batch -j{args.workers}": []}
+        runs: dict[str, list[float]] = {"cli one by one": [], "cli dir -j1": [], f"cli dir -j{args.workers}": [],
+                                        "library": [], "batch -j1": [], f"batch -j{args.workers}": []}
+        exe = shutil.which("onnxzip") or str(Path(sys.executable).with_name("onnxzip"))
+
+        def cli(*a: str) -> None:
+            subprocess.run([exe, "compress", *a, "-r", args.recipe, "-q"], check=False, stdout=subprocess.DEVNULL)
+
         for r in range(args.repeats):
+            one = tmp / f"cli1-{r}"
+
+            def one_by_one(one: Path = one) -> None:
+                for rel in models:
+                    (one / rel).parent.mkdir(parents=True, exist_ok=True)
+                    cli(str(args.models / rel), "-o", str(one / rel))
+
+            runs["cli one by one"].append(_time(one_by_one))
+            runs["cli dir -j1"].append(_time(lambda r=r: cli(str(args.models), "-o", str(tmp / f"clid1-{r}"), "--workers", "1")))
+            runs[f"cli dir -j{args.workers}"].append(_time(lambda r=r: cli(str(args.models), "-o", str(tmp / f"clidn-{r}"), "--workers", str(args.workers))))
+            for rel in models:
+                a, b = one / rel, tmp / f"clidn-{r}" / rel
+                if a.exists() != b.exists() or (a.exists() and a.read_bytes() != b.read_bytes()):
+                    raise SystemExit(f"cli outputs differ for {rel}")
             lib_out = tmp / f"lib{r}"
 
             def library(lib_out: Path = lib_out) -> None:
@@ -140,13 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": round(os.getloadavg()[0], 2),
         "seconds": {k: [round(x, 3) for x in v] for k, v in runs.items()},
         "median_seconds": {k: round(v, 3) for k, v in med.items()},
+        "ratio_cli_one_by_one_over_cli_dir_parallel": round(med["cli one by one"] / med[f"cli dir -j{args.workers}"], 3),
+        "ratio_cli_dir_j1_over_cli_dir_parallel": round(med["cli dir -j1"] / med[f"cli dir -j{args.workers}"], 3),
         "ratio_library_over_parallel": round(med["library"] / med[par_key], 3),
         "ratio_j1_over_parallel": round(med["batch -j1"] / med[par_key], 3),
         "exit_code": res1.exit_code if res1 else None,
     }
-    print(f"\n{'mode':<14}{'median':>10}   runs", file=sys.stderr)
+    print(f"\n{'mode':<16}{'median':>10}   runs", file=sys.stderr)
     for k, v in med.items():
-        print(f"{k:<14}{v:>9.2f}s   {', '.join(f'{x:.2f}' for x in runs[k])}", file=sys.stderr)
+        print(f"{k:<16}{v:>9.2f}s   {', '.join(f'{x:.2f}' for x in runs[k])}", file=sys.stderr)
+    print(f"speed-up of cli dir -j{args.workers}: {result['ratio_cli_one_by_one_over_cli_dir_parallel']:.2f}x vs cli one by one, "
+          f"{result['ratio_cli_dir_j1_over_cli_dir_parallel']:.2f}x vs cli dir -j1", file=sys.stderr)
     print(f"speed-up of {par_key}: {result['ratio_library_over_parallel']:.2f}x vs the library loop, {result['ratio_j1_over_parallel']:.2f}x vs -j1", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
