@@ -47,6 +47,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,6 +77,8 @@ PRE_HUFFMAN = "deep-compression-pre-huffman"
 PEER_OF = {"int8-dynamic": "ort-dynamic", "int8-static": "ort-static", "int4-weight-only": "ort-matmulnbits"}
 ZSTD_LEVEL = 19
 MIN_TOLERANCE = 0.03  # latency ratios within 3% (or the measured noise floor, if larger) count as equal
+TUNE_BUDGET = "top1_agreement>=0.99"
+DC_FAMILY = ("deep-compression", "deep-compression-calib", "tuned")  # rows judged against targets 1 and 2
 ONNXSIM_SPARSITY = 0.6  # the same global magnitude sparsity as the deep-compression preset
 QUICK_EVAL = {"magika": 96, "ocr_cls": 64, "ocr_det": 2, "ocr_rec": 16}
 QUICK_CALIB = {"magika": 32, "ocr_cls": 32, "ocr_det": 2, "ocr_rec": 16}
@@ -196,6 +199,26 @@ def onnxzip_row(key: str, label: str, model: Path, recipe, out: Path, calib: Pat
         row.reason = "changes no weight (" + "; ".join((warns or skips or ["no pass rewrote a tensor"])[:2]) + ")"
     else:
         row.notes.insert(0, "tensors rewritten: " + ", ".join(f"{k} {v}" for k, v in changed.items()))
+    return row
+
+
+def tuned_row(name: str, model: Path, calib: Path, d: Path, args) -> Row:
+    """`onnxzip tune` on the calibration split (never on eval.npz, which the row is then
+    measured on), base deep-compression, budget top-1 agreement >= 99% on the
+    tune's choose AND held-out parts; the tuned recipe is then compressed like any row."""
+    key, label = "tuned", f"onnxzip tuned (deep-compression, {TUNE_BUDGET} on calib.npz)"
+    out = d / "tuned.yaml"
+    cmd = [str(Path(sys.executable).with_name("onnxzip")), "tune", str(model), "-r", "deep-compression", "--data", str(calib),
+           "--calib", str(calib), "--budget", TUNE_BUDGET, "-o", str(out), "--time-limit", str(args.tune_time_limit), "-q"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    tune_s = time.perf_counter() - t0
+    if proc.returncode != 0 or not out.exists():
+        msg = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[0]
+        return Row(key, "tuned", label, status="failed", reason=f"onnxzip tune exit {proc.returncode}: {msg}", compress_s=tune_s)
+    row = onnxzip_row(key, label, model, out, d / "tuned.onnx", calib, group="tuned")
+    row.notes.append(f"tune took {tune_s:.0f} s (--time-limit {args.tune_time_limit:g})")
+    row.how = "onnxzip tune " + " ".join(cmd[2:])
     return row
 
 
@@ -622,6 +645,8 @@ def bench_model(name: str, entry, args, work: Path) -> ModelRun:
                     errors.append("deep-compression has no final huffman pass: no pre-Huffman row")
             except Exception as e:
                 add(Row(PRE_HUFFMAN, "onnxzip", "onnxzip deep-compression, pre-Huffman", status="failed", reason=first_line(e)))
+    if name in args.tune:
+        add(tuned_row(name, model, calib, d, args))
     for tname, tpath in args.recipe:
         try:
             rec = load_recipe(tpath)
@@ -969,40 +994,45 @@ def judge(runs: list[ModelRun]) -> list[Verdict]:
     for mr in runs:
         by = {r.key: r for r in mr.rows}
         fp = by["fp32"]
-        dc = by.get("deep-compression")
         ok = lambda r: r is not None and r.status == "ok" and r.stored is not None and r.agree is not None  # noqa: E731
-        # 1. deep-compression >= 10x at >= 99% top-1 agreement (the stated target is magika's)
-        if not ok(dc):
-            why = f"no deep-compression result ({dc.status + ': ' + dc.reason if dc else 'missing'})"
-            out.append(Verdict(TARGETS["t1"], mr.name, None, why, "no result"))
-        else:
-            ratio = fp.stored / dc.stored
-            parts = [f"{ratio:.2f}x ({'met' if ratio >= 10 else f'short by {10 - ratio:.2f}x; 10x would be {fp.stored // 10:,} bytes, is {dc.stored:,}'})",
-                     f"agreement {pct(dc.agree)} ({'met' if dc.agree >= 0.99 else f'short by {100 * (0.99 - dc.agree):.2f} points' + units(mr, 0.99 - dc.agree, 'agree')})"]
-            if mr.name != "magika":
-                parts.append("the target is stated for magika; shown for reference")
-            short = f"{ratio:.1f}x at {pct(dc.agree, 1)}"
-            out.append(Verdict(TARGETS["t1"], mr.name, ratio >= 10 and dc.agree >= 0.99, "; ".join(parts), short))
-        # 2. deep-compression smaller than every peer row at equal or better agreement
-        if ok(dc):
-            lines, less, larger, n = [], [], [], 0
-            for r in mr.rows:
-                if r.group not in ("peer", "zstd") or not ok(r):
-                    continue
-                n += 1
-                smaller = dc.stored < r.stored
-                better = dc.agree >= r.agree
-                bits = [f"{dc.stored:,} vs {r.stored:,} B" + ("" if smaller else f" (LARGER by {dc.stored - r.stored:,} B, x{dc.stored / r.stored:.2f})"),
-                        f"agreement {pct(dc.agree)} vs {pct(r.agree)}" + ("" if better else f" (LOWER by {100 * (r.agree - dc.agree):.2f} points)")]
-                if not better:
-                    less.append(r.label)
-                if not smaller:
-                    larger.append(r.label)
-                lines.append(f"{r.label}: " + ", ".join(bits) + (": ok" if smaller and better else ": MISSED"))
-            missed = set(less) | set(larger)
-            short = (f"beats {n - len(missed)} of {n}" + (f"; less accurate than {len(less)}" if less else "")
-                     + (f"; larger than {', '.join(larger)}" if larger else ""))
-            out.append(Verdict(TARGETS["t2"], mr.name, (not missed) if n else None, "<br>".join(lines) or "no peer row measured", short))
+        # 1-2 for the preset, and for its data-aware and tuned forms when the run has them
+        for dkey in DC_FAMILY:
+            dc = by.get(dkey)
+            if dc is None and dkey != "deep-compression":
+                continue
+            tag = "" if dkey == "deep-compression" else f"{dc.label}: "
+            # 1. deep-compression >= 10x at >= 99% top-1 agreement (the stated target is magika's)
+            if not ok(dc):
+                why = f"no deep-compression result ({dc.status + ': ' + dc.reason if dc else 'missing'})"
+                out.append(Verdict(TARGETS["t1"], mr.name, None, tag + why, "no result"))
+            else:
+                ratio = fp.stored / dc.stored
+                parts = [f"{ratio:.2f}x ({'met' if ratio >= 10 else f'short by {10 - ratio:.2f}x; 10x would be {fp.stored // 10:,} bytes, is {dc.stored:,}'})",
+                         f"agreement {pct(dc.agree)} ({'met' if dc.agree >= 0.99 else f'short by {100 * (0.99 - dc.agree):.2f} points' + units(mr, 0.99 - dc.agree, 'agree')})"]
+                if mr.name != "magika":
+                    parts.append("the target is stated for magika; shown for reference")
+                short = f"{ratio:.1f}x at {pct(dc.agree, 1)}"
+                out.append(Verdict(TARGETS["t1"], mr.name, ratio >= 10 and dc.agree >= 0.99, tag + "; ".join(parts), (tag and dkey + ": ") + short))
+            # 2. deep-compression smaller than every peer row at equal or better agreement
+            if ok(dc):
+                lines, less, larger, n = [], [], [], 0
+                for r in mr.rows:
+                    if r.group not in ("peer", "zstd") or not ok(r):
+                        continue
+                    n += 1
+                    smaller = dc.stored < r.stored
+                    better = dc.agree >= r.agree
+                    bits = [f"{dc.stored:,} vs {r.stored:,} B" + ("" if smaller else f" (LARGER by {dc.stored - r.stored:,} B, x{dc.stored / r.stored:.2f})"),
+                            f"agreement {pct(dc.agree)} vs {pct(r.agree)}" + ("" if better else f" (LOWER by {100 * (r.agree - dc.agree):.2f} points)")]
+                    if not better:
+                        less.append(r.label)
+                    if not smaller:
+                        larger.append(r.label)
+                    lines.append(f"{r.label}: " + ", ".join(bits) + (": ok" if smaller and better else ": MISSED"))
+                missed = set(less) | set(larger)
+                short = (f"beats {n - len(missed)} of {n}" + (f"; less accurate than {len(less)}" if less else "")
+                         + (f"; larger than {', '.join(larger)}" if larger else ""))
+                out.append(Verdict(TARGETS["t2"], mr.name, (not missed) if n else None, tag + ("<br>".join(lines) or "no peer row measured"), (tag and dkey + ": ") + short))
         # 3. int8 presets vs onnxruntime's own quantizers
         for tk_, mine, peer in (("t3d", "int8-dynamic", "ort-dynamic"), ("t3s", "int8-static", "ort-static")):
             a, b = by.get(mine), by.get(peer)
@@ -1349,6 +1379,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="subsets of eval/calib and short latency loops; writes nothing unless --write")
     p.add_argument("--recipe", action="append", type=parse_recipe_arg, default=[], metavar="NAME=PATH",
                    help="an extra onnxzip recipe row (repeatable), e.g. a tuned recipe")
+    p.add_argument("--tune", default="magika", help="models that get an `onnxzip tune` row (comma-separated, default magika; '' for none): "
+                   f"base deep-compression, budget {TUNE_BUDGET}, tuned on calib.npz")
+    p.add_argument("--tune-time-limit", type=float, default=240.0, help="tune's --time-limit per model in seconds (default 240)")
     p.add_argument("--cache", help="benchmark cache (default $ONNXZIP_BENCH_CACHE or ~/.cache/onnxzip-bench)")
     p.add_argument("--threads", default="1,2", help="thread counts for latency (default 1,2; the last also runs the eval)")
     p.add_argument("--eval-batch", type=int, default=1,
@@ -1373,6 +1406,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.threads or any(t < 1 for t in args.threads):
         p.error("--threads needs positive integers")
     args.threads = sorted(set(args.threads))
+    args.tune = {t.strip() for t in args.tune.split(",") if t.strip()}
     if args.latency_budget is None:
         args.latency_budget = 1.5 if args.quick else 25.0
     if args.min_runs is None:
