@@ -4,9 +4,12 @@ Not part of the test run. For each model: the plain int8 DequantizeLinear model 
 the `huffman` pass, unpacked again with `onnxzip unpack`'s code path, and loaded N times each
 way in this process (file cache warm, median reported):
 
-- `huffman`: ``onnxzip.InferenceSession(coded file)``: parse, check, decode, session;
-- `unpacked`: ``onnxzip.InferenceSession(unpacked file)``: parse, check, session;
-- `stock`: ``onnxruntime.InferenceSession(unpacked file)`` (what a user without onnxzip runs).
+- `huffman`: ``onnxzip.InferenceSession(coded file)``: parse, decode (raw DEFLATE segments on a
+  thread pool), session (decoded 8-bit tensors handed over as OrtValues, not serialized);
+- `unpacked`: ``onnxzip.InferenceSession(unpacked file)``: parse (to look for ai.onnxzip
+  nodes), then onnxruntime loads the file itself;
+- `stock`: ``onnxruntime.InferenceSession(unpacked file)`` (what a user without onnxzip runs);
+- `parse+decode`: the part of `huffman` before onnxruntime.
 
 The target is huffman / unpacked <= 1.5x. Models: a generated MLP of ``--layers`` int8 weights
 of ``--dim`` x ``--dim`` (default 12 x 2048 x 2048 = 50.3M values, Gaussian weights quantized
@@ -88,8 +91,8 @@ def bench(label: str, plain_path: Path, folder: Path, runs: int, threads: int | 
     bits = 8 * sum(t.bytes_after for t in res.tensors) / values if values else float("nan")
     entropy = sum(t.extra["entropy_bits"] * t.params_before for t in res.tensors) / values if values else float("nan")
 
-    def decode_only() -> None:
-        m = M.load_model(coded, prepare=False)
+    def decode_only() -> None:  # what InferenceSession does before onnxruntime: parse, decode
+        m = M.load_model(coded, check=False, prepare=False)
         for scope in M.walk(m):
             for n in scope.graph.node:
                 if n.domain == M.ONNXZIP_DOMAIN:

@@ -1,4 +1,4 @@
-"""Canonical, length-limited, chunked Huffman coding of integer symbol streams (pure numpy).
+"""Canonical, length-limited Huffman coding of byte streams as raw DEFLATE segments (numpy + zlib).
 
 Code lengths
     :func:`code_lengths` runs package-merge (the boundary / coin-collector form), which gives
@@ -10,49 +10,51 @@ Codes
     Canonical, DEFLATE ordering: symbols sorted by (length, symbol value) receive consecutive
     codes, shorter codes first. Only the lengths need to be stored.
 
-Bitstream layout (the same as DEFLATE's Huffman bit packing)
-    Stream bit ``k`` is bit ``k % 8`` of payload byte ``k // 8`` (LSB-first). Each codeword is
-    written most-significant (first, prefix-deciding) bit first, so inside the little-endian
-    byte stream a codeword appears bit-reversed. This lets the decoder read a little-endian
-    window at any bit position, shift it right by the bit offset, and use its low ``T`` bits
-    (``T`` = longest code length) directly as the index of one flat lookup table of ``2**T``
-    entries. The final byte is zero-padded.
+Stream layout
+    Symbols are bytes (0..255). The stream is cut into segments of ``segment_size`` symbols
+    (the last one may be shorter); segments are stored back to back, each a complete raw
+    DEFLATE stream (RFC 1951) of exactly one block: BFINAL=1, BTYPE=10 (dynamic Huffman).
+    The literal/length code covers the 256 byte values plus end-of-block (symbol 256, count 1
+    in the histogram), HLIT=0 (257 codes), HDIST=0 (one distance code of length 0: the block
+    holds literals only), lengths from :func:`code_lengths` with ``max_len`` <= 15. The code
+    length code (alphabet 0..18) is package-merge too (at most 7 bits, forced to two used
+    symbols because zlib rejects an incomplete one); the 258 code lengths are run-length coded
+    with 16 (repeat previous 3..6), 17 (3..10 zeros) and 18 (11..138 zeros). Then one codeword
+    per symbol, then end-of-block. Bits are packed LSB-first with Huffman codewords
+    bit-reversed, exactly as DEFLATE does; the last byte of a segment is zero-padded. Each
+    segment has its own code (from its own histogram): a header of about 15-25 bytes for
+    4-bit codes, 50-140 for int8. Any DEFLATE decoder reads a segment:
+    ``zlib.decompress(segment, wbits=-15)``.
 
-Chunks
-    Chunk ``i`` holds symbols ``[i * chunk_size, (i + 1) * chunk_size)`` (the last one may be
-    shorter). ``chunk_bits[i]`` is the stream bit offset where chunk ``i`` starts, so
-    ``chunk_bits[0] == 0``; chunks are coded back to back with no padding between them.
-    For storage, :meth:`HuffmanStream.offset_deltas` gives the chunk sizes in bits, uint16
-    whenever ``chunk_size * max_len < 65536`` (true for the default), and
-    :func:`offsets_from_deltas` rebuilds ``chunk_bits``; :func:`coded_size` counts that form.
+    ``segment_bytes[i]`` is the byte length of segment ``i``; ``checksums[i]`` the CRC-32 of
+    ``i`` (8 bytes, little-endian) followed by the segment's decoded symbols, continued from
+    ``seed`` (zlib.crc32's start value): segments cannot trade places, and a caller binds its
+    header to the data by passing that header's CRC-32. (Adler-32 was measured no faster here,
+    and it misses small local changes such as -1, +3, -2 on three neighbouring symbols.)
+
+Segment size
+    :func:`auto_segment_size` picks a power of two in [2**18, 2**20] that still gives at least
+    16 segments where the stream is long enough: with ~7 bits a symbol the header costs
+    < 0.05%, and a 4M-symbol tensor still spreads over 16 threads.
 
 Decoder
-    Chunks are independent, so the decoder runs up to 8192 consecutive chunks ("lanes") in
-    lockstep: each Python-level step is a handful of numpy calls over all lanes. A step gathers
-    the 64-bit window at every lane's bit position (from a copy of the payload as overlapping
-    64-bit windows at 32-bit steps, so after the sub-word shift at least 33 bits are valid),
-    then decodes ``m = min(4, 33 // T)`` symbols from that one window: mask the low ``T`` bits,
-    gather symbol and length from the table, advance. Decoded rows (one symbol per lane) are
-    staged 8 at a time and copied transposed into chunk order. Steps per group: ``chunk_size
-    / m``; ``threads`` spreads groups over a thread pool.
-
-    Chunk size trade-off, measured on 5-bit k-means indices (3.4 bits/symbol), decode M
-    symbols/s on one core vs. offset overhead (uint16 per chunk): 1M symbols: 153 (256, 1.8%),
-    129 (512, 0.9%), 97 (1024, 0.45%), 68 (2048, 0.23%), 43 (4096, 0.11%); 4M symbols: 177,
-    173, 162, 128, 111. 1024 is the default: small tensors stay fast, overhead < 0.5%.
+    zlib's inflate, one ``decompressobj(-15)`` per segment, run on a thread pool (zlib releases
+    the GIL), each copying its output into its slice of one preallocated array (a lone segment
+    is returned without a copy, read-only). Measured with ``bench/bench_codec.py`` on the
+    2-core development machine: ~200 M symbols/s of CPU time on one core (inflate plus CRC-32),
+    for 5-bit k-means and int8 streams alike.
 
 Safety
-    :func:`decode` validates every field before it allocates anything proportional to
-    ``count``, and always runs exactly ``ceil(chunk_size / m)`` steps per group, whatever the
-    bits say. An unused table slot (an "invalid code", possible when the code is incomplete)
-    has length 0, which freezes its lane for good (position and window stop moving), so a
-    lane that ever hit one still shows length 0 at its last step. Every chunk must end exactly
-    where the next one starts, the last one in the last payload byte with zero padding bits.
-    Window reads are clamped to the payload, never out of bounds.
+    :func:`decode` checks the segment table against the payload and the declared count before
+    it allocates: a segment of ``b`` bytes may declare at most ``8 * b`` symbols (every literal
+    code is at least one bit), so the output is bounded by the payload size (and by
+    ``max_count``). Each segment is inflated with ``max_length = n + 1``: it must end (final
+    block done) after exactly its ``n`` symbols, with no byte left over; then its checksum.
 """
 
 from __future__ import annotations
 
+import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,23 +62,24 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE",
+    "MAX_SEGMENT_SIZE",
     "CodedSize",
     "HuffmanError",
     "HuffmanStream",
+    "auto_segment_size",
     "canonical_codes",
     "code_lengths",
-    "coded_size",
     "decode",
     "encode",
     "entropy_bits",
-    "offsets_from_deltas",
 ]
 
-DEFAULT_CHUNK_SIZE = 1024  # see the module docstring for the speed / overhead trade-off
-MAX_CODE_LEN = 16  # longest codeword: table <= 65536 slots, two codes per 33-bit window
+MAX_CODE_LEN = 16  # longest codeword code_lengths builds (DEFLATE itself allows 15)
+DEFLATE_MAX_LEN = 15
 MAX_ALPHABET = 1 << 16
-MAX_CHUNK_SIZE = 1 << 24
+MAX_SEGMENT_SIZE = 1 << 24
+EOB = 256  # DEFLATE end-of-block symbol
+_CL_ORDER = (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15)
 
 
 class HuffmanError(ValueError):
@@ -101,55 +104,37 @@ def entropy_bits(counts: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class CodedSize:
-    """Stored size, in bytes, of a Huffman-coded stream and where the bytes go.
+    """Stored size, in bytes, of a coded stream and where the bytes go.
 
-    ``payload`` is the bitstream; ``table`` the code lengths packed 4 bits each (5 bits when
-    ``max_len`` is 16); ``offsets`` the chunk sizes (uint16 each when ``chunk_size * max_len
-    < 65536``, else uint32); ``header`` a fixed allowance for count, chunk size and crc32.
+    ``data`` the symbol codewords (bits / 8); ``headers`` the DEFLATE block headers,
+    end-of-block codes and byte padding of all segments; ``index`` the segment table
+    (byte length and checksum, 4 bytes each per segment).
     """
 
-    payload: int
-    table: int
-    offsets: int
-    header: int = 16
+    data: float
+    headers: float
+    index: int
 
     @property
-    def overhead(self) -> int:
-        return self.table + self.offsets + self.header
+    def payload(self) -> int:
+        return round(self.data + self.headers)
+
+    @property
+    def overhead(self) -> float:
+        return self.headers + self.index
 
     @property
     def total(self) -> int:
-        return self.payload + self.overhead
+        return self.payload + self.index
 
 
-def _offset_dtype(chunk_size: int, max_len: int) -> type:
-    """uint16 chunk sizes whenever a chunk cannot exceed 65535 bits, else uint32."""
-    return np.uint16 if chunk_size * max_len < (1 << 16) else np.uint32
-
-
-def _overhead(alphabet_size: int, n_chunks: int, chunk_size: int, max_len: int) -> tuple[int, int]:
-    """(table, offsets) bytes: lengths packed 4 bits each (5 if 16-bit codes); chunk sizes."""
-    table = (alphabet_size * (4 if max_len <= 15 else 5) + 7) // 8
-    itemsize = np.dtype(_offset_dtype(chunk_size, max_len)).itemsize
-    return table, max(n_chunks - 1, 0) * itemsize
-
-
-def coded_size(
-    counts: np.ndarray, chunk_size: int = DEFAULT_CHUNK_SIZE, max_len: int = 15
-) -> CodedSize:
-    """Bytes that :func:`encode` would produce for this histogram, overhead included.
-
-    Cheap (no encoding): a pass compares ``coded_size(h).total`` with the raw size to decide
-    whether Huffman coding pays.
-    """
-    c = _check_counts(counts)
-    _check_chunk_size(chunk_size)
-    lengths = code_lengths(c, max_len)
-    bits = int((c * lengths.astype(np.int64)).sum())
-    n = int(c.sum())
-    n_chunks = -(-n // chunk_size)
-    table, offsets = _overhead(c.size, n_chunks, chunk_size, int(lengths.max(initial=0)))
-    return CodedSize(payload=(bits + 7) // 8, table=table, offsets=offsets)
+def auto_segment_size(count: int) -> int:
+    """Symbols per segment for a stream of ``count``: a power of two in [2**18, 2**20],
+    doubled while at least 16 segments remain (parallel decode; header overhead < 0.05%)."""
+    seg = 1 << 18
+    while seg < (1 << 20) and count // (seg * 2) >= 16:
+        seg *= 2
+    return seg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,31 +153,23 @@ def _check_counts(counts: np.ndarray) -> np.ndarray:
     return c
 
 
-def _check_max_len(max_len: int) -> int:
-    if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)):
-        raise ValueError(f"max_len must be an integer, got `{max_len!r}`")
-    if not 1 <= max_len <= MAX_CODE_LEN:
-        raise ValueError(f"max_len must be in 1..{MAX_CODE_LEN}, got `{max_len}`")
-    return int(max_len)
-
-
-def _check_chunk_size(chunk_size: int) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
-        raise ValueError(f"chunk_size must be an integer, got `{chunk_size!r}`")
-    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
-        raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}, got `{chunk_size}`")
-    return int(chunk_size)
+def _check_int(name: str, v, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got `{v!r}`")
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in {lo}..{hi}, got `{v}`")
+    return int(v)
 
 
 def code_lengths(counts: np.ndarray, max_len: int = 15) -> np.ndarray:
     """Optimal code lengths (uint8) with no codeword longer than ``max_len`` bits.
 
-    Package-merge: an optimal length-limited prefix code, so ``sum(2**-len) <= 1``. Unused
-    symbols (count 0) get length 0; a lone used symbol gets length 1; no used symbol, all 0.
-    Ties are broken deterministically (by symbol value).
+    Package-merge: an optimal length-limited prefix code, so ``sum(2**-len) <= 1`` (``== 1``
+    with two or more used symbols). Unused symbols (count 0) get length 0; a lone used symbol
+    gets length 1; no used symbol, all 0. Ties are broken deterministically (by symbol value).
     """
     c = _check_counts(counts)
-    max_len = _check_max_len(max_len)
+    max_len = _check_int("max_len", max_len, 1, MAX_CODE_LEN)
     lengths = np.zeros(c.size, np.uint8)
     used = np.flatnonzero(c)
     n = used.size
@@ -232,11 +209,6 @@ def code_lengths(counts: np.ndarray, max_len: int = 15) -> np.ndarray:
             break
     lengths[order] = depth.astype(np.uint8)
     return lengths
-
-
-def _kraft_ok(lengths: np.ndarray, max_len: int) -> bool:
-    nz = lengths[lengths > 0].astype(np.int64)
-    return int(np.sum(np.left_shift(1, max_len - nz))) <= (1 << max_len)
 
 
 def canonical_codes(lengths: np.ndarray) -> np.ndarray:
@@ -283,405 +255,288 @@ def _reverse_bits(codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 class HuffmanStream:
     """An encoded stream: everything :func:`decode` needs.
 
-    ``lengths`` uint8[alphabet_size] code lengths; ``payload`` uint8 bitstream; ``chunk_bits``
-    uint32 (uint64 beyond 2**32 bits) start bit of each chunk; ``count`` symbols in total;
-    ``chunk_size`` symbols per chunk; ``crc32`` ``zlib.crc32`` of the payload bytes. The arrays
-    that :func:`encode` returns are read-only. (No ``==``: it would compare arrays.)
+    ``payload`` uint8, the DEFLATE segments back to back; ``segment_bytes`` uint32 byte length
+    of each segment; ``checksums`` uint32 CRC-32 of each segment's symbols (see the module
+    docstring; ``seed`` the start value);
+    ``count`` symbols in total; ``segment_size`` symbols per segment; ``data_bits`` the bits
+    of all symbol codewords (the rest of the payload is headers). The arrays are read-only.
+    (No ``==``: it would compare arrays.)
     """
 
-    lengths: np.ndarray
     payload: np.ndarray
-    chunk_bits: np.ndarray
+    segment_bytes: np.ndarray
+    checksums: np.ndarray
     count: int
-    chunk_size: int
-    crc32: int
+    segment_size: int
+    seed: int
+    data_bits: int
 
     @property
-    def alphabet_size(self) -> int:
-        return int(self.lengths.size)
+    def n_segments(self) -> int:
+        return int(self.segment_bytes.size)
 
-    @property
-    def max_len(self) -> int:
-        return int(self.lengths.max()) if self.lengths.size else 0
-
-    def offset_deltas(self) -> np.ndarray:
-        """Chunk sizes in bits (``diff(chunk_bits)``), the compact form of the offset table.
-
-        uint16 when ``chunk_size * max_len < 65536`` (a chunk can then never reach 65536 bits;
-        true for the default chunk size), else uint32: a reader knows the width from the
-        header alone. :func:`offsets_from_deltas` inverts it; chunk 0 always starts at bit 0.
-        """
-        d = np.diff(self.chunk_bits.astype(np.int64))
-        return d.astype(_offset_dtype(self.chunk_size, self.max_len))
+    def segments(self) -> list[bytes]:
+        """Each segment's bytes (a complete raw DEFLATE stream)."""
+        ends = np.cumsum(self.segment_bytes, dtype=np.int64).tolist()
+        data = self.payload.tobytes()
+        return [data[a:b] for a, b in zip([0, *ends], ends, strict=False)]
 
     def coded_size(self) -> CodedSize:
-        """Stored size of this stream, counting the offset table in its compact form."""
-        table, offsets = _overhead(
-            self.alphabet_size, int(self.chunk_bits.size), self.chunk_size, self.max_len
-        )
-        return CodedSize(payload=int(self.payload.size), table=table, offsets=offsets)
+        """Stored size: symbol codes, per-segment DEFLATE headers, and the segment table."""
+        data = self.data_bits / 8
+        return CodedSize(data=data, headers=self.payload.size - data, index=8 * self.n_segments)
 
 
-def offsets_from_deltas(deltas: np.ndarray) -> np.ndarray:
-    """``chunk_bits`` (uint64) from :meth:`HuffmanStream.offset_deltas`.
-
-    ``n`` deltas give ``n + 1`` offsets; an empty stream (count 0) has no chunks at all, so a
-    reader passes an empty ``chunk_bits`` for it rather than calling this.
-    """
-    d = np.asarray(deltas)
-    if d.ndim != 1 or (d.size and d.dtype.kind not in "ui"):
-        raise HuffmanError("offset deltas must be a 1-d integer array")
-    if d.size and d.min() < 0:
-        raise HuffmanError("offset deltas must be non-negative")
-    out = np.zeros(d.size + 1, np.uint64)
-    np.cumsum(d, dtype=np.uint64, out=out[1:])
+def _rle_lengths(ll: list[int]) -> list[tuple[int, int, int]]:
+    """DEFLATE run-length coding of a code length sequence: (symbol, extra value, extra bits)."""
+    out: list[tuple[int, int, int]] = []
+    i, n = 0, len(ll)
+    while i < n:
+        v = ll[i]
+        j = i
+        while j < n and ll[j] == v:
+            j += 1
+        run = j - i
+        if v == 0:
+            while run >= 11:
+                r = min(run, 138)
+                out.append((18, r - 11, 7))
+                run -= r
+            if run >= 3:
+                out.append((17, run - 3, 3))
+                run = 0
+            out.extend([(0, 0, 0)] * run)
+        else:
+            out.append((v, 0, 0))
+            run -= 1
+            while run >= 3:
+                r = min(run, 6)
+                out.append((16, r - 3, 2))
+                run -= r
+            out.extend([(v, 0, 0)] * run)
+        i = j
     return out
 
 
-_ENC_BLOCK = 1 << 18  # symbols per vectorized encoding block (temporaries stay in cache)
+def _block_header(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values, bit counts) of a dynamic-Huffman block header for 257 literal/EOB lengths
+    and one zero-length distance code, values already in DEFLATE bit order."""
+    items = _rle_lengths([*lengths.tolist(), 0])
+    cl_counts = np.bincount([s for s, _, _ in items], minlength=19).astype(np.int64)
+    if np.count_nonzero(cl_counts) < 2:  # zlib rejects a one-code code-length code
+        cl_counts[int(np.flatnonzero(cl_counts == 0)[0])] = 1
+    cl_len = code_lengths(cl_counts, 7)
+    cl_rev = _reverse_bits(canonical_codes(cl_len), cl_len).tolist()
+    perm = [int(cl_len[k]) for k in _CL_ORDER]
+    hclen = max(4, max(i + 1 for i, v in enumerate(perm) if v))
+    vals = [1 | (2 << 1), 0, 0, hclen - 4, *perm[:hclen]]
+    bits = [3, 5, 5, 4, *([3] * hclen)]
+    cl_len_l = cl_len.tolist()
+    for s, extra, nextra in items:
+        vals += [cl_rev[s], extra]
+        bits += [cl_len_l[s], nextra]
+    return np.array(vals, np.uint64), np.array(bits, np.uint64)
+
+
+_ENC_BLOCK = 1 << 18  # symbols per vectorized packing block (temporaries stay in cache)
+
+
+def _pack(blocks: list[tuple[np.ndarray, np.ndarray]], total_bits: int) -> np.ndarray:
+    """Pack (codes, bit counts) uint64 pairs LSB-first into bytes: codewords are OR-ed into
+    64-bit words with ``bitwise_or.reduceat`` over the items that share a word."""
+    words = np.zeros(total_bits // 64 + 2, np.uint64)
+    base = 0
+    one, sixty_three = np.uint64(1), np.uint64(63)
+    for c, ln in blocks:
+        if c.size == 0:
+            continue
+        start = np.cumsum(ln)
+        start -= ln
+        start += np.uint64(base)
+        base = int(start[-1]) + int(ln[-1])
+        w = start >> np.uint64(6)
+        sh = start & sixty_three
+        lo = c << sh
+        hi = (c >> one) >> (sixty_three - sh)  # the part that spills into the next word
+        bnd = np.concatenate([[0], np.flatnonzero(w[1:] != w[:-1]) + 1])
+        wu = w[bnd].astype(np.intp)
+        words[wu] |= np.bitwise_or.reduceat(lo, bnd)
+        words[wu + 1] |= np.bitwise_or.reduceat(hi, bnd)
+    assert base == total_bits
+    return words.astype("<u8", copy=False).view(np.uint8)[: (total_bits + 7) // 8]
+
+
+def _deflate_segment(s: np.ndarray, max_len: int) -> tuple[np.ndarray, int]:
+    """One raw DEFLATE stream (a single dynamic-Huffman block) of the bytes ``s``; and the
+    bits its symbol codewords take."""
+    counts = np.bincount(s, minlength=257).astype(np.int64)
+    counts[EOB] = 1
+    lengths = code_lengths(counts, max_len)
+    rev = _reverse_bits(canonical_codes(lengths), lengths)
+    lens64 = lengths.astype(np.uint64)
+    hv, hb = _block_header(lengths)
+    data_bits = int((counts[:EOB] * lengths[:EOB].astype(np.int64)).sum())
+    total = int(hb.sum()) + data_bits + int(lengths[EOB])
+    blocks = [(hv, hb)]
+    for b0 in range(0, s.size, _ENC_BLOCK):
+        blk = s[b0 : b0 + _ENC_BLOCK]
+        blocks.append((rev[blk], lens64[blk]))
+    blocks.append((rev[EOB:], lens64[EOB:]))
+    return _pack(blocks, total), data_bits
+
+
+def _checksum(data, index: int, seed: int) -> int:
+    return zlib.crc32(data, zlib.crc32(index.to_bytes(8, "little"), seed))
 
 
 def encode(
-    symbols: np.ndarray,
-    alphabet_size: int,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    max_len: int = 15,
+    symbols: np.ndarray, segment_size: int | None = None, *, max_len: int = 15, seed: int = 0
 ) -> HuffmanStream:
-    """Huffman-code ``symbols`` (integers in ``[0, alphabet_size)``) into a chunked stream.
+    """Huffman-code a byte stream (integers in 0..255) into raw DEFLATE segments.
 
-    The code is built from the stream's own histogram (:func:`code_lengths`). Fully
-    vectorized: per-symbol code lookup, bit positions from a cumulative sum, then codewords
-    are OR-ed into 64-bit words with ``bitwise_or.reduceat`` over the symbols that share a word.
+    Each segment gets the optimal length-limited code of its own histogram (plus end-of-block)
+    and its checksum (CRC-32 of index and symbols, continued from ``seed``). ``segment_size``
+    None: :func:`auto_segment_size`.
+    Deterministic: the same symbols give the same bytes.
     """
     sym = np.asarray(symbols)
     if sym.size and sym.dtype.kind not in "ui":
         raise ValueError(f"symbols must be an integer array, got dtype `{sym.dtype}`")
     sym = sym.reshape(-1)
-    if isinstance(alphabet_size, bool) or not 1 <= int(alphabet_size) <= MAX_ALPHABET:
-        raise ValueError(f"alphabet_size must be in 1..{MAX_ALPHABET}, got `{alphabet_size}`")
-    alphabet_size = int(alphabet_size)
-    chunk_size = _check_chunk_size(chunk_size)
-    max_len = _check_max_len(max_len)
-    if sym.size and (int(sym.min()) < 0 or int(sym.max()) >= alphabet_size):
-        raise ValueError(
-            f"symbols must lie in [0, {alphabet_size}), got range [{sym.min()}, {sym.max()}]"
-        )
-    if sym.dtype.itemsize > 4:
-        sym = sym.astype(np.int32)  # in range (checked above); bincount rejects uint64
-    counts = np.bincount(sym, minlength=alphabet_size).astype(np.int64)
-    lengths = code_lengths(counts, max_len)
+    if sym.size and (int(sym.min()) < 0 or int(sym.max()) > 255):
+        raise ValueError(f"symbols must lie in [0, 256), got range [{sym.min()}, {sym.max()}]")
+    sym = np.ascontiguousarray(sym, dtype=np.uint8)
     count = int(sym.size)
-    if count == 0:
-        payload, chunk_bits = np.zeros(0, np.uint8), np.zeros(0, np.uint32)
-        for a in (lengths, payload, chunk_bits):
-            a.setflags(write=False)
-        return HuffmanStream(lengths, payload, chunk_bits, 0, chunk_size, zlib.crc32(payload))
-    rev = _reverse_bits(canonical_codes(lengths), lengths)
-    lens64 = lengths.astype(np.uint64)
-    total_bits = int((counts * lengths.astype(np.int64)).sum())
-    n_words = total_bits // 64 + 2
-    words = np.zeros(n_words, np.uint64)
-    n_chunks = -(-count // chunk_size)
-    off_dtype = np.uint32 if total_bits < (1 << 32) else np.uint64
-    chunk_bits = np.empty(n_chunks, off_dtype)
-    base = 0
-    one, sixty_three = np.uint64(1), np.uint64(63)
-    for b0 in range(0, count, _ENC_BLOCK):
-        s = sym[b0 : b0 + _ENC_BLOCK]
-        c = rev[s]
-        ln = lens64[s]
-        start = np.cumsum(ln)
-        start -= ln
-        start += np.uint64(base)
-        base = int(start[-1]) + int(ln[-1])
-        # chunk starts falling in this block
-        first = -(-b0 // chunk_size) * chunk_size
-        chunk_bits[first // chunk_size : -(-(b0 + s.size) // chunk_size)] = start[
-            first - b0 :: chunk_size
-        ]
-        w = start >> np.uint64(6)
-        sh = start & sixty_three
-        lo = c << sh
-        hi = (c >> one) >> (sixty_three - sh)  # the part that spills into the next word
-        bnd = np.flatnonzero(w[1:] != w[:-1]) + 1
-        bnd = np.concatenate([[0], bnd])
-        wu = w[bnd].astype(np.intp)
-        words[wu] |= np.bitwise_or.reduceat(lo, bnd)
-        words[wu + 1] |= np.bitwise_or.reduceat(hi, bnd)
-    payload = words.astype("<u8", copy=False).view(np.uint8)[: (total_bits + 7) // 8].copy()
-    for a in (lengths, payload, chunk_bits):
+    seg = auto_segment_size(count) if segment_size is None else segment_size
+    seg = _check_int("segment_size", seg, 1, MAX_SEGMENT_SIZE)
+    max_len = _check_int("max_len", max_len, 9, DEFLATE_MAX_LEN)  # 9: 257 symbols must fit
+    seed = _check_int("seed", seed, 0, 2**32 - 1)
+    parts, sizes, checks, data_bits = [], [], [], 0
+    for i0 in range(0, count, seg):
+        s = sym[i0 : i0 + seg]
+        part, bits = _deflate_segment(s, max_len)
+        parts.append(part)
+        sizes.append(part.size)
+        checks.append(_checksum(s, len(checks), seed))
+        data_bits += bits
+    payload = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    segment_bytes = np.array(sizes, np.uint32)
+    checksums = np.array(checks, np.uint32)
+    for a in (payload, segment_bytes, checksums):
         a.setflags(write=False)
-    return HuffmanStream(
-        lengths=lengths,
-        payload=payload,
-        chunk_bits=chunk_bits,
-        count=count,
-        chunk_size=chunk_size,
-        crc32=zlib.crc32(payload),
-    )
+    return HuffmanStream(payload, segment_bytes, checksums, count, seg, seed, data_bits)
 
 
 # ---------------------------------------------------------------------------------------------
 # decoding
 
 
-def _decode_table(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Flat lookup tables indexed by the next ``T`` stream bits: (symbol, length), and ``T``.
-
-    Slot ``r + j * 2**len`` (for every j) of a symbol whose bit-reversed codeword is ``r``.
-    Slots that belong to no codeword keep length 0 (an invalid code).
-    """
-    t = int(lengths.max())
-    used = np.flatnonzero(lengths)
-    ul = lengths[used].astype(np.int64)
-    rev = _reverse_bits(canonical_codes(lengths)[used], lengths[used]).astype(np.int64)
-    reps = np.left_shift(1, t - ul)
-    sym_rep = np.repeat(np.arange(used.size), reps)
-    first = np.concatenate([[0], np.cumsum(reps)[:-1]])
-    j = np.arange(sym_rep.size) - np.repeat(first, reps)
-    slots = rev[sym_rep] + (j << ul[sym_rep])
-    out_dtype = np.uint8 if lengths.size <= 256 else np.uint16
-    sym_tab = np.zeros(1 << t, out_dtype)
-    len_tab = np.zeros(1 << t, np.int64)
-    sym_tab[slots] = used[sym_rep]
-    len_tab[slots] = ul[sym_rep]
-    return sym_tab, len_tab, t
-
-
-_GROUP_LANES = 8192  # chunks decoded in lockstep: amortizes per-call overhead, fits in L2
-_FLUSH_ROWS = 8  # decoded rows staged per transposed copy into chunk order (measured best)
-_MIN_THREAD_LANES = 1024  # fewest chunks worth a thread of their own
-_MAX_PER_READ = 4  # symbols decoded from one 64-bit window read (when 4 * T <= 33)
-
-
-def _as_u8(payload) -> np.ndarray:
+def _as_buffer(payload) -> memoryview:
     if isinstance(payload, (bytes, bytearray, memoryview)):
-        return np.frombuffer(payload, np.uint8)
+        return memoryview(payload).cast("B")
     p = np.asarray(payload)
     if p.dtype != np.uint8 or p.ndim != 1:
         raise HuffmanError("payload must be a 1-d uint8 array or bytes")
-    return np.ascontiguousarray(p)  # zlib.crc32 needs a contiguous buffer
+    return memoryview(np.ascontiguousarray(p))
 
 
-def _validate(
-    lengths, payload, chunk_bits, count, chunk_size, crc32, max_len, max_count
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-    """Check every field; return normalized (lengths, payload, chunk_bits int64, count, cs)."""
-    try:
-        max_len = _check_max_len(max_len)
-        chunk_size = _check_chunk_size(chunk_size)
-    except ValueError as e:
-        raise HuffmanError(str(e)) from None
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-        raise HuffmanError(f"count must be a non-negative integer, got `{count!r}`")
-    count = int(count)
-    if max_count is not None and count > max_count:
-        raise HuffmanError(f"count `{count}` exceeds the declared maximum `{max_count}`")
-    lens = np.asarray(lengths)
-    if lens.ndim != 1 or lens.dtype.kind not in "ui" or not 1 <= lens.size <= MAX_ALPHABET:
-        raise HuffmanError(f"lengths must be a 1-d integer array of 1..{MAX_ALPHABET} entries")
-    if int(lens.min()) < 0 or int(lens.max()) > max_len:
-        raise HuffmanError(
-            f"code lengths must lie in 0..{max_len}, got range [{lens.min()}, {lens.max()}]"
-        )
-    lens = lens.astype(np.uint8)
-    if not _kraft_ok(lens, max_len):
-        raise HuffmanError("code lengths violate the kraft inequality (not a prefix code)")
-    data = _as_u8(payload)
-    cb = np.asarray(chunk_bits)
-    if cb.ndim != 1 or (cb.size and cb.dtype.kind not in "ui"):
-        raise HuffmanError("chunk_bits must be a 1-d integer array")
-    n_chunks = -(-count // chunk_size)
-    if cb.size != n_chunks:
-        raise HuffmanError(
-            f"chunk table has {cb.size} entries, but {count} symbols in chunks of "
-            f"{chunk_size} need {n_chunks}"
-        )
-    if crc32 is not None and zlib.crc32(data) != int(crc32):
-        raise HuffmanError(
-            f"payload crc32 mismatch: expected `{int(crc32):#010x}`, got `{zlib.crc32(data):#010x}`"
-        )
-    if count == 0:
-        if data.size:
-            raise HuffmanError(f"empty stream has a {data.size}-byte payload")
-        return lens, data, cb.astype(np.int64), 0, chunk_size
-    used = lens[lens > 0]
-    if used.size == 0:
-        raise HuffmanError("no symbol has a code, but the stream is not empty")
-    lmin, lmax = int(used.min()), int(used.max())
-    if cb.dtype.kind == "u" and int(cb.max()) >= (1 << 62):
-        raise HuffmanError("chunk offset out of range")
-    cb = cb.astype(np.int64)
-    total = data.size * 8
-    if int(cb[0]) != 0:
-        raise HuffmanError(f"first chunk must start at bit 0, got `{int(cb[0])}`")
-    if int(cb.min()) < 0 or int(cb[-1]) > total:
-        raise HuffmanError(f"chunk offsets must lie within the {total}-bit payload")
-    spans = np.diff(cb)
-    if spans.size and (
-        int(spans.min()) < chunk_size * lmin or int(spans.max()) > chunk_size * lmax
-    ):
-        raise HuffmanError(
-            f"chunk sizes in bits must lie in [{chunk_size * lmin}, {chunk_size * lmax}] "
-            f"for {chunk_size}-symbol chunks and code lengths {lmin}..{lmax}"
-        )
-    n_last = count - (n_chunks - 1) * chunk_size
-    last_hi = total - int(cb[-1])  # the last chunk ends in the last payload byte
-    last_lo = max(last_hi - 7, 0)
-    if last_hi < n_last * lmin or last_lo > n_last * lmax:
-        raise HuffmanError(
-            f"last chunk of {n_last} symbols cannot span the remaining {last_lo}..{last_hi} "
-            f"payload bits"
-        )
-    return lens, data, cb, count, chunk_size
+def _as_u32(name: str, a, n: int) -> list[int]:
+    arr = np.asarray(a)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "ui"):
+        raise HuffmanError(f"{name} must be a 1-d integer array")
+    if arr.size != n:
+        raise HuffmanError(f"{name} has {arr.size} entries, the stream has {n} segments")
+    if arr.dtype != np.uint32 and arr.size and (int(arr.min()) < 0 or int(arr.max()) >= 2**32):
+        raise HuffmanError(f"{name} entries must be uint32")
+    return arr.tolist()
 
 
 def decode(
-    lengths: np.ndarray,
-    payload: np.ndarray,
-    chunk_bits: np.ndarray,
+    payload,
+    segment_bytes: np.ndarray,
     count: int,
-    chunk_size: int,
-    crc32: int | None = None,
-    max_len: int = 15,
+    segment_size: int,
+    checksums: np.ndarray | None = None,
     *,
+    seed: int = 0,
     max_count: int | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
-    """Decode a chunked canonical Huffman stream (uint8 if ``len(lengths) <= 256``, else uint16).
+    """Decode the segments into a uint8 array of ``count`` symbols.
 
-    Everything is validated before any allocation proportional to ``count`` (which is bounded
-    by ``8 * len(payload)`` once the chunk table is consistent, and by ``max_count`` when the
-    caller passes the declared tensor size). ``threads`` > 1 splits the chunks over a thread
-    pool (numpy releases the GIL); worth it for streams of a few million symbols or more.
-    Any inconsistency or corruption raises :class:`HuffmanError`; a corrupt payload without a
-    ``crc32`` either raises or decodes to some array of the declared length, in bounded time.
+    The segment table is checked against the payload and ``count`` (at most 8 symbols a
+    payload byte) before anything proportional to ``count`` is allocated. ``threads`` None:
+    ``min(cpu count, segments)``; zlib releases the GIL, so segments decode in parallel.
+    Any inconsistency, DEFLATE error or checksum mismatch raises :class:`HuffmanError`.
     """
-    threads = _check_threads(threads)
-    lens, data, cb, count, cs = _validate(
-        lengths, payload, chunk_bits, count, chunk_size, crc32, max_len, max_count
-    )
-    out_dtype = np.uint8 if lens.size <= 256 else np.uint16
-    if count == 0:
-        return np.zeros(0, out_dtype)
-    sym_tab, len_tab, t = _decode_table(lens)
-    n_chunks = cb.size
-    out = np.empty(n_chunks * cs, out_dtype)
-    n_last = count - (n_chunks - 1) * cs
-    # Words of the payload, padded so that every window read stays inside.
-    words = np.zeros(data.size // 4 + 3, "<u4")
-    words.view(np.uint8)[: data.size] = data
-    # Every group costs the same number of Python-level steps whatever its width, so a thread
-    # only pays off with enough lanes of its own.
-    threads = max(1, min(threads, n_chunks // _MIN_THREAD_LANES))
-    n_groups = max(threads, -(-n_chunks // _GROUP_LANES))
-    lanes = -(-n_chunks // n_groups)  # balanced groups: no small straggler group
-    groups = [(g, min(g + lanes, n_chunks)) for g in range(0, n_chunks, lanes)]
-    tables = (sym_tab, len_tab, t)
+    try:
+        seg = _check_int("segment_size", segment_size, 1, MAX_SEGMENT_SIZE)
+        count = _check_int("count", count, 0, 2**62)
+        if threads is not None:
+            threads = _check_int("threads", threads, 1, 1024)
+    except ValueError as e:
+        if "threads" in str(e):
+            raise ValueError(f"threads must be a positive integer or None, got `{threads!r}`") from None
+        raise HuffmanError(str(e)) from None
+    if max_count is not None and count > max_count:
+        raise HuffmanError(f"count `{count}` exceeds the declared maximum `{max_count}`")
+    data = _as_buffer(payload)
+    n_seg = -(-count // seg)
+    sizes = _as_u32("segment table", segment_bytes, n_seg)
+    checks = None if checksums is None else _as_u32("checksum table", checksums, n_seg)
+    if sum(sizes) != data.nbytes:
+        raise HuffmanError(f"segments add up to {sum(sizes)} bytes, the payload has {data.nbytes}")
+    starts = [0] * n_seg
+    for i in range(1, n_seg):
+        starts[i] = starts[i - 1] + sizes[i - 1]
+    counts = [seg] * n_seg
+    if n_seg:
+        counts[-1] = count - (n_seg - 1) * seg
+    for i in range(n_seg):
+        if counts[i] > 8 * sizes[i]:
+            raise HuffmanError(
+                f"segment {i} declares {counts[i]} symbols, more than its {sizes[i]} bytes can hold"
+            )
 
-    def run(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        g0, g1 = bounds
-        snap = n_last if g1 == n_chunks and n_last < cs else cs
-        return _decode_group(words, cb[g0:g1], cs, snap, tables, out[g0 * cs : g1 * cs])
+    def inflate(i: int) -> bytes | str:
+        d = zlib.decompressobj(-15)
+        try:
+            out = d.decompress(data[starts[i] : starts[i] + sizes[i]], counts[i] + 1)
+        except zlib.error as e:
+            return f"segment {i} is not valid DEFLATE ({e})"
+        if len(out) > counts[i]:
+            return f"segment {i} decodes to more than its {counts[i]} symbols"
+        if len(out) < counts[i]:
+            return f"segment {i} ends after {len(out)} of its {counts[i]} symbols"
+        if not d.eof:
+            return f"segment {i} does not end after its {counts[i]} symbols"
+        if d.unused_data:
+            return f"segment {i} has {len(d.unused_data)} bytes after its end"
+        if checks is not None and _checksum(out, i, seed) != checks[i]:
+            return f"segment {i} checksum mismatch"
+        return out
 
-    if threads == 1 or len(groups) == 1:
-        results = [run(g) for g in groups]
+    if n_seg == 1:  # no copy: the array reads the inflated bytes
+        r = inflate(0)
+        if isinstance(r, str):
+            raise HuffmanError(r)
+        return np.frombuffer(r, np.uint8)
+    out = np.empty(count, np.uint8)
+
+    def work(i: int) -> str | None:
+        r = inflate(i)
+        if isinstance(r, str):
+            return r
+        out[i * seg : i * seg + counts[i]] = np.frombuffer(r, np.uint8)
+        return None
+
+    n_threads = min(threads or os.cpu_count() or 1, n_seg)
+    if n_threads <= 1:
+        errors = [work(i) for i in range(n_seg)]
     else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            results = list(pool.map(run, groups))
-    final_pos = np.concatenate([r[0] for r in results])
-    final_len = np.concatenate([r[1] for r in results])
-    if np.any(final_len == 0):
-        bad = int(np.flatnonzero(final_len == 0)[0])
-        raise HuffmanError(f"invalid code in chunk {bad}: the payload is corrupt")
-    last_end = int(final_pos[-1])
-    ok = final_pos[:-1] == cb[1:]
-    if not np.all(ok):
-        bad = int(np.flatnonzero(~ok)[0])
-        raise HuffmanError(
-            f"chunk {bad} ends at bit {int(final_pos[bad])}, expected {int(cb[bad + 1])}: "
-            f"the payload or chunk table is corrupt"
-        )
-    if not (data.size * 8 - 8 < last_end <= data.size * 8):
-        raise HuffmanError(
-            f"stream ends at bit {last_end}, but the payload has {data.size * 8} bits"
-        )
-    if last_end & 7 and int(data[-1]) >> (last_end & 7):
-        raise HuffmanError("non-zero padding bits after the last code: the payload is corrupt")
-    return out[:count]
-
-
-def _check_threads(threads: int | None) -> int:
-    if threads is None:
-        return 1
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be a positive integer or None, got `{threads!r}`")
-    return int(threads)
-
-
-def _decode_group(
-    words: np.ndarray,
-    starts: np.ndarray,
-    cs: int,
-    snap: int,
-    tables: tuple[np.ndarray, np.ndarray, int],
-    out: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``len(starts)`` consecutive chunks of ``cs`` symbols in lockstep into ``out``.
-
-    Each lane (chunk) keeps a bit position. One step gathers the 64-bit window at every lane's
-    position (from 32-bit aligned words, so the shift is < 32 and >= 33 bits are valid), then
-    decodes ``m = 33 // T`` symbols from it with table lookups. Decoded rows (one symbol per
-    lane) are staged and copied transposed into chunk order. Returns every lane's final bit
-    position and last code length (0 marks a lane frozen on an invalid code); for the last
-    lane, as they were after ``snap`` symbols (a short last chunk).
-    """
-    sym_tab, len_tab, t = tables
-    lanes = starts.size
-    w0 = int(starts[0]) >> 5
-    w1 = min(words.size - 1, ((int(starts[-1]) + cs * t) >> 5) + 2)
-    wv = words[w0 : w1 + 1].astype(np.int64)
-    win = wv[:-1] | (wv[1:] << 32)  # win[k]: 64 bits starting at word k of this region
-    pos = starts - (w0 << 5)
-    mask = (1 << t) - 1
-    m = max(1, min(_MAX_PER_READ, 33 // t))
-    rows = m * max(1, round(_FLUSH_ROWS / m))
-    buf = np.empty((rows, lanes), out.dtype)
-    dst = out.reshape(lanes, cs)
-    k = np.empty(lanes, np.int64)
-    w = np.empty(lanes, np.int64)
-    sh = np.empty(lanes, np.int64)
-    idx = np.empty(lanes, np.int64)
-    ln = np.zeros(lanes, np.int64)
-    snap_pos = snap_len = None
-    # bound methods and ufuncs in locals: the loop runs cs / m times per group
-    take_win, take_sym, take_len = win.take, sym_tab.take, len_tab.take
-    rshift, band, add = np.right_shift, np.bitwise_and, np.add
-    done = 0  # symbols decoded per lane so far
-    row = 0
-    flushed = 0
-    while done < cs:
-        rshift(pos, 5, out=k)
-        take_win(k, out=w, mode="clip")
-        band(pos, 31, out=sh)
-        rshift(w, sh, out=w)
-        for i in range(min(m, cs - done)):
-            if i:
-                rshift(w, ln, out=w)
-            band(w, mask, out=idx)
-            take_sym(idx, out=buf[row], mode="clip")
-            take_len(idx, out=ln, mode="clip")
-            add(pos, ln, out=pos)
-            row += 1
-            done += 1
-            if done == snap:
-                snap_pos, snap_len = int(pos[-1]), int(ln[-1])
-        if row == rows or done == cs:
-            dst[:, flushed : flushed + row] = buf[:row].T
-            flushed += row
-            row = 0
-    pos += w0 << 5
-    if snap_pos is not None and snap < cs:
-        pos[-1] = snap_pos + (w0 << 5)
-        ln[-1] = snap_len
-    return pos, ln
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            errors = list(pool.map(work, range(n_seg)))
+    for e in errors:
+        if e is not None:
+            raise HuffmanError(e)
+    return out

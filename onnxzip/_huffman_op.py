@@ -1,38 +1,38 @@
 """The ``ai.onnxzip::HuffmanDecode`` node: one Huffman-coded integer tensor.
 
-Format version 1. The node has no runtime kernel: :func:`decode_node` turns it back into
-the tensor it replaced (``onnxzip.runtime.to_plain``), before onnxruntime sees the graph.
+Format version 2. The node has no runtime kernel: :func:`decode_node` turns it back into
+the tensor it replaced (``onnxzip.runtime``), before onnxruntime sees the graph.
 
 Inputs (initializers of the node's graph)
 
-0. ``payload`` uint8[P]: the bitstream of :func:`onnxzip.kernels.huffman.encode`
-   (canonical codes, LSB-first bit packing, chunks back to back).
-1. ``offsets`` uint16 or uint32 [n_chunks - 1]: chunk sizes in bits except the last
-   (:meth:`HuffmanStream.offset_deltas`); chunk 0 starts at bit 0.
+0. ``payload`` uint8[P]: the segments of :func:`onnxzip.kernels.huffman.encode` back to
+   back, each a complete raw DEFLATE stream (RFC 1951; one dynamic-Huffman block of
+   literals, its own canonical code): ``zlib.decompress(segment, wbits=-15)`` reads it.
+1. ``segments`` uint32[n_segments, 2]: per segment, its byte length and checksum: the
+   CRC-32 of the header ``struct.pack("<5q{ndim}q", version, dtype, count, segment_size,
+   ndim, *shape)``, then the segment index (int64 little-endian), then its decoded symbols.
 
 Output: the decoded tensor, under the name of the initializer it replaced.
 
 Attributes
 
-``version`` (int, 1); ``dtype`` (int, the ONNX elem type: INT8, UINT8, INT4 or UINT4);
-``shape`` (ints); ``count`` (int, product of ``shape``); ``chunk_size`` (int, symbols per
-chunk); ``code_lengths`` (bytes: the canonical code length of each symbol, 4 bits each, low
-nibble first; 256 symbols for 8-bit types, 16 for 4-bit); ``crc32`` (int, zlib.crc32 of the
-payload); ``checksum`` (int, zlib.crc32 of a header (version, dtype, count, shape) followed by
-the decoded symbol bytes).
+``version`` (int, 2); ``dtype`` (int, the ONNX elem type: INT8, UINT8, INT4 or UINT4);
+``shape`` (ints); ``count`` (int, product of ``shape``); ``segment_size`` (int, symbols per
+segment, the last one may be shorter; ``n_segments = ceil(count / segment_size)``).
 
-Symbols are the stored bits of each value: an int8 -1 is symbol 255, an int4 -1 symbol 15.
+Symbols are the stored bits of each value, one byte each: an int8 -1 is symbol 255, an int4
+-1 symbol 15 (int4/uint4 values are unpacked to one symbol a byte, then packed back).
 
 Decoding validates everything before allocating: attribute types and ranges, shape product
-== count, count no larger than the payload can hold (every code is at least one bit), offset
-table length and total, the payload crc32; the Huffman kernel validates the code table and
-every chunk boundary; the checksum catches a table, offset or header change that still
-decodes. Any failure is a :class:`ModelError` saying the stream is damaged.
+== count, the segment table against the payload size (a segment of b bytes holds at most 8b
+symbols), then inflates each segment with an output limit of its symbol count plus one: it
+must end exactly after its symbols, with no byte left over, and match its checksum (which
+also binds the header). Any failure is a :class:`ModelError` saying the stream is damaged;
+a version-1 node (onnxzip's earlier chunked format) asks for recompression.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -46,10 +46,8 @@ from onnxzip.errors import ModelError
 from onnxzip.kernels import huffman as H
 
 OP_TYPE = "HuffmanDecode"
-FORMAT_VERSION = 1
-MAX_CODE_LEN = 15  # longest code the decoder accepts (lengths are stored as nibbles)
-ENCODE_MAX_LEN = 12  # longest code written: a 4096-entry decode table stays in cache (~0.2% larger than 15)
-DEFAULT_CHUNK_SIZE = H.DEFAULT_CHUNK_SIZE
+FORMAT_VERSION = 2
+MAX_CODE_LEN = 15  # DEFLATE's longest code; inflate's two-level tables make it free to decode
 
 # ONNX elem type -> (bits per value, signed)
 SUPPORTED = {
@@ -94,96 +92,60 @@ def from_symbols(symbols: np.ndarray, elem_type: int, shape: tuple[int, ...]) ->
     return vals.astype(np_dtype).reshape(shape)
 
 
-def pack_lengths(lengths: np.ndarray) -> bytes:
-    """Code lengths (each <= 15) two per byte, low nibble first."""
-    ln = np.asarray(lengths, dtype=np.uint8).reshape(-1)
-    if ln.size % 2:
-        ln = np.concatenate([ln, np.zeros(1, np.uint8)])
-    return (ln[0::2] | (ln[1::2] << 4)).astype(np.uint8).tobytes()
-
-
-def unpack_lengths(data: bytes, alphabet: int) -> np.ndarray:
-    b = np.frombuffer(data, dtype=np.uint8)
-    out = np.empty(b.size * 2, np.uint8)
-    out[0::2] = b & 0xF
-    out[1::2] = b >> 4
-    return out[:alphabet]
-
-
-def _checksum(elem_type: int, shape: tuple[int, ...], symbols: np.ndarray) -> int:
-    header = struct.pack(f"<4q{len(shape)}q", FORMAT_VERSION, elem_type, int(symbols.size), len(shape), *shape)
-    return zlib.crc32(np.ascontiguousarray(symbols, dtype=np.uint8), zlib.crc32(header))
+def header_seed(elem_type: int, shape: tuple[int, ...], count: int, segment_size: int) -> int:
+    """CRC-32 of the node's header: the start value of every segment checksum."""
+    header = struct.pack(f"<5q{len(shape)}q", FORMAT_VERSION, elem_type, count, segment_size, len(shape), *shape)
+    return zlib.crc32(header)
 
 
 @dataclass
 class Encoded:
-    """A tensor coded for a HuffmanDecode node, with its sizes (bytes) and statistics."""
+    """A tensor coded for a HuffmanDecode node, with its statistics."""
 
     stream: H.HuffmanStream
     elem_type: int
     shape: tuple[int, ...]
-    symbols_checksum: int
     entropy_bits: float
 
     @property
-    def offsets(self) -> np.ndarray:
-        return self.stream.offset_deltas()
-
-    @property
-    def table(self) -> bytes:
-        return pack_lengths(self.stream.lengths)
+    def segments(self) -> np.ndarray:
+        """The ``segments`` input: uint32[n_segments, 2] (byte length, checksum)."""
+        return np.stack([self.stream.segment_bytes, self.stream.checksums], axis=1).astype(np.uint32)
 
     @property
     def achieved_bits(self) -> float:
         return 8.0 * self.stream.payload.size / self.stream.count if self.stream.count else 0.0
 
 
-def auto_chunk_size(count: int, lanes: int = 32768) -> int:
-    """Values per chunk for a tensor of ``count`` values: a power of two in [256, 4096].
-
-    The lockstep decoder takes ``chunk_size`` vectorized steps over ``count / chunk_size``
-    lanes (chunks), so small chunks decode faster (fewer steps, more lanes to split over
-    threads) while each chunk costs 2 bytes of offset table: 256 below 1M values (0.06
-    bits a value), 512 above (0.03), doubling while that still leaves ``lanes`` chunks.
-    """
-    cs = 256 if count < (1 << 20) else 512
-    while cs < 4096 and count // (cs * 2) >= lanes:
-        cs *= 2
-    return cs
-
-
-def encode_tensor(array: np.ndarray, elem_type: int, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Encoded:
+def encode_tensor(array: np.ndarray, elem_type: int, *, segment_size: int | None = None) -> Encoded:
     """Huffman-code an 8- or 4-bit integer tensor (``elem_type`` its ONNX type)."""
     if elem_type not in SUPPORTED:
         raise ValueError(f"HuffmanDecode codes int8/uint8/int4/uint4 tensors, not {dtype_name(elem_type)}")
     bits, _ = SUPPORTED[elem_type]
     sym = to_symbols(array, elem_type)
-    alphabet = 1 << bits
-    stream = H.encode(sym, alphabet, chunk_size=chunk_size, max_len=ENCODE_MAX_LEN)
-    counts = np.bincount(sym, minlength=alphabet)
     shape = tuple(int(d) for d in np.shape(array))
-    return Encoded(stream, elem_type, shape, _checksum(elem_type, shape, sym), max(0.0, H.entropy_bits(counts)))
+    seg = segment_size or H.auto_segment_size(sym.size)
+    stream = H.encode(sym, seg, max_len=MAX_CODE_LEN, seed=header_seed(elem_type, shape, int(sym.size), seg))
+    counts = np.bincount(sym, minlength=1 << bits)
+    return Encoded(stream, elem_type, shape, max(0.0, H.entropy_bits(counts)))
 
 
 def make_node(
-    enc: Encoded, output: str, payload_name: str, offsets_name: str, node_name: str
+    enc: Encoded, output: str, payload_name: str, segments_name: str, node_name: str
 ) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
     """The HuffmanDecode node producing ``output`` and its two input initializers."""
     s = enc.stream
-    node = helper.make_node(OP_TYPE, [payload_name, offsets_name], [output], name=node_name, domain=M.ONNXZIP_DOMAIN)
+    node = helper.make_node(OP_TYPE, [payload_name, segments_name], [output], name=node_name, domain=M.ONNXZIP_DOMAIN)
     attrs = {
         "version": FORMAT_VERSION,
         "dtype": int(enc.elem_type),
         "count": int(s.count),
-        "chunk_size": int(s.chunk_size),
-        "code_lengths": enc.table,
-        "crc32": int(s.crc32),
-        "checksum": int(enc.symbols_checksum),
+        "segment_size": int(s.segment_size),
     }
     node.attribute.extend(helper.make_attribute(k, v) for k, v in attrs.items())
     # make_attribute cannot type an empty list; a scalar still states its (empty) shape
     node.attribute.append(helper.make_attribute("shape", list(enc.shape), attr_type=onnx.AttributeProto.INTS))
-    inits = [M.make_tensor(s.payload, payload_name), M.make_tensor(enc.offsets, offsets_name)]
+    inits = [M.make_tensor(s.payload, payload_name), M.make_tensor(enc.segments, segments_name)]
     return node, inits
 
 
@@ -199,21 +161,25 @@ _ATTR_TYPES = {
     "dtype": onnx.AttributeProto.INT,
     "shape": onnx.AttributeProto.INTS,
     "count": onnx.AttributeProto.INT,
-    "chunk_size": onnx.AttributeProto.INT,
-    "code_lengths": onnx.AttributeProto.STRING,
-    "crc32": onnx.AttributeProto.INT,
-    "checksum": onnx.AttributeProto.INT,
+    "segment_size": onnx.AttributeProto.INT,
 }
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
     found = {a.name: a for a in node.attribute}
     version = found.get("version")
-    if version is not None and version.type == onnx.AttributeProto.INT and version.i > FORMAT_VERSION:
-        raise ModelError(
-            f"node `{node.name}`: HuffmanDecode format version {version.i} is newer than this onnxzip reads ({FORMAT_VERSION})",
-            hint="upgrade onnxzip to the version that wrote the file",
-        )
+    if version is not None and version.type == onnx.AttributeProto.INT and version.i != FORMAT_VERSION:
+        if version.i > FORMAT_VERSION:
+            raise ModelError(
+                f"node `{node.name}`: HuffmanDecode format version {version.i} is newer than this onnxzip reads ({FORMAT_VERSION})",
+                hint="upgrade onnxzip to the version that wrote the file",
+            )
+        if version.i >= 1:
+            raise ModelError(
+                f"node `{node.name}`: HuffmanDecode format version {version.i} was written by an older onnxzip; "
+                f"this one reads version {FORMAT_VERSION} only",
+                hint="recompress the original model with this onnxzip",
+            )
     out = {}
     for name, typ in _ATTR_TYPES.items():
         a = found.get(name)
@@ -225,35 +191,47 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return out
 
 
-def _input_array(node: onnx.NodeProto, scope: M.Scope, index: int, what: str, dtypes: tuple[int, ...]) -> np.ndarray:
+_ITEMSIZE = {onnx.TensorProto.UINT8: 1, onnx.TensorProto.UINT32: 4}
+
+
+def _input_tensor(node: onnx.NodeProto, scope: M.Scope, index: int, what: str, dtype: int, ndim: int) -> onnx.TensorProto:
     if index >= len(node.input) or not node.input[index]:
         raise _damaged(node, f"input {index} ({what}) is missing")
     found = scope.lookup_initializer(node.input[index])
     if found is None:
         raise _damaged(node, f"{what} `{node.input[index]}` is not an initializer of the model")
     t = found[1]
-    if t.data_type not in dtypes or len(t.dims) != 1:
-        raise _damaged(node, f"{what} `{t.name}` must be a 1-D {'/'.join(dtype_name(d) for d in dtypes)} tensor")
+    if t.data_type != dtype or len(t.dims) != ndim:
+        raise _damaged(node, f"{what} `{t.name}` must be a {ndim}-D {dtype_name(dtype)} tensor")
     if t.data_location == onnx.TensorProto.EXTERNAL:
         raise _damaged(node, f"{what} `{t.name}` was not loaded from its external data file")
-    itemsize = 1 if t.data_type == onnx.TensorProto.UINT8 else (2 if t.data_type == onnx.TensorProto.UINT16 else 4)
-    if t.HasField("raw_data") and len(t.raw_data) != t.dims[0] * itemsize:
-        raise _damaged(node, f"{what} `{t.name}` holds {len(t.raw_data)} bytes, its shape says {t.dims[0] * itemsize}")
-    try:
-        arr = M.to_array(t)
-    except Exception as e:  # numpy_helper raises several types for inconsistent protos
-        raise _damaged(node, f"{what} `{t.name}` cannot be read ({type(e).__name__})") from None
-    if arr.size != t.dims[0]:
-        raise _damaged(node, f"{what} `{t.name}` holds {arr.size} values, its shape says {t.dims[0]}")
-    return arr
+    return t
+
+
+def _raw(node: onnx.NodeProto, t: onnx.TensorProto, what: str, n: int) -> bytes | np.ndarray:
+    """The tensor's ``n`` values as raw little-endian bytes (no copy when stored as raw_data)."""
+    nbytes = n * _ITEMSIZE[t.data_type]
+    if t.HasField("raw_data"):
+        if len(t.raw_data) != nbytes:
+            raise _damaged(node, f"{what} `{t.name}` holds {len(t.raw_data)} bytes, its shape says {nbytes}")
+        return t.raw_data
+    field = t.int32_data if t.data_type == onnx.TensorProto.UINT8 else t.uint64_data
+    if len(field) != n:
+        raise _damaged(node, f"{what} `{t.name}` holds {len(field)} values, its shape says {n}")
+    arr = np.array(field, np.int64)
+    hi = 255 if t.data_type == onnx.TensorProto.UINT8 else 2**32 - 1
+    if arr.size and (arr.min() < 0 or arr.max() > hi):
+        raise _damaged(node, f"{what} `{t.name}` holds out-of-range values")
+    return arr.astype(np.uint8 if hi == 255 else "<u4")
 
 
 def decode_node(node: onnx.NodeProto, scope: M.Scope, *, threads: int | None = None) -> np.ndarray:
     """The tensor a HuffmanDecode node stands for; :class:`ModelError` when anything is off.
 
-    Nothing proportional to the declared size is allocated before the header has been
-    checked against the payload, so a damaged or hostile file cannot request more memory
-    than its payload could legitimately expand to (8 symbols a byte).
+    Nothing proportional to the declared size is allocated before the header and segment
+    table have been checked against the payload, so a damaged or hostile file cannot request
+    more memory than its payload could legitimately expand to (8 symbols a byte).
+    ``threads`` None: one per core, at most one per segment.
     """
     if len(node.output) != 1 or not node.output[0]:
         raise _damaged(node, "the node must have exactly one output")
@@ -263,10 +241,8 @@ def decode_node(node: onnx.NodeProto, scope: M.Scope, *, threads: int | None = N
     elem_type = a["dtype"]
     if elem_type not in SUPPORTED:
         raise _damaged(node, f"`dtype` {elem_type} ({dtype_name(elem_type)}) is not a coded integer type")
-    bits, _ = SUPPORTED[elem_type]
-    alphabet = 1 << bits
     shape = tuple(int(d) for d in a["shape"])
-    count, chunk_size = int(a["count"]), int(a["chunk_size"])
+    count, seg = int(a["count"]), int(a["segment_size"])
     if any(d < 0 for d in shape):
         raise _damaged(node, f"negative dimension in `shape` {list(shape)}")
     numel = 1
@@ -274,67 +250,25 @@ def decode_node(node: onnx.NodeProto, scope: M.Scope, *, threads: int | None = N
         numel *= d  # Python ints: no overflow
     if numel != count:
         raise _damaged(node, f"`shape` {list(shape)} holds {numel} values but `count` is {count}")
-    if not 1 <= chunk_size <= H.MAX_CHUNK_SIZE:
-        raise _damaged(node, f"`chunk_size` {chunk_size} is out of range")
-    if not (0 <= a["crc32"] < 2**32 and 0 <= a["checksum"] < 2**32):
-        raise _damaged(node, "checksum attributes are out of range")
-    table = a["code_lengths"]
-    if len(table) != alphabet // 2:
-        raise _damaged(node, f"code length table holds {len(table)} bytes, {dtype_name(elem_type)} needs {alphabet // 2}")
-    lengths = unpack_lengths(table, alphabet)
-    used = lengths[lengths > 0]
-    if count and used.size == 0:
-        raise _damaged(node, "the code length table is empty")
-    if used.size and int(np.sum(np.left_shift(1, MAX_CODE_LEN - used.astype(np.int64)))) > (1 << MAX_CODE_LEN):
-        raise _damaged(node, "the code lengths do not form a prefix code")
-
-    payload_t = _input_meta(node, scope, 0)
-    if payload_t is not None and count > 8 * payload_t // max(int(used.min()) if used.size else 1, 1):
-        raise _damaged(node, f"`count` {count} is more than a {payload_t}-byte payload can hold")
-    payload = _input_array(node, scope, 0, "payload", (onnx.TensorProto.UINT8,))
-    offsets = _input_array(node, scope, 1, "offset table", (onnx.TensorProto.UINT16, onnx.TensorProto.UINT32))
-    min_len = int(used.min()) if used.size else 1
-    if count * min_len > 8 * payload.size:
-        raise _damaged(node, f"`count` {count} is more than a {payload.size}-byte payload can hold")
-    n_chunks = -(-count // chunk_size)
-    if offsets.size != max(n_chunks - 1, 0):
-        raise _damaged(node, f"offset table has {offsets.size} entries for {n_chunks} chunks")
-    chunk_bits = H.offsets_from_deltas(offsets)[:n_chunks] if n_chunks else np.zeros(0, np.uint64)
-    if n_chunks and int(chunk_bits[-1]) > 8 * payload.size:
-        raise _damaged(node, "chunk offsets point past the end of the payload")
-    try:  # the kernel checks the payload crc32 before decoding
+    if not 1 <= seg <= H.MAX_SEGMENT_SIZE:
+        raise _damaged(node, f"`segment_size` {seg} is out of range")
+    payload_t = _input_tensor(node, scope, 0, "payload", onnx.TensorProto.UINT8, 1)
+    table_t = _input_tensor(node, scope, 1, "segment table", onnx.TensorProto.UINT32, 2)
+    if count > 8 * int(payload_t.dims[0]):
+        raise _damaged(node, f"`count` {count} is more than a {payload_t.dims[0]}-byte payload can hold")
+    n_seg = -(-count // seg)
+    if list(table_t.dims) != [n_seg, 2]:
+        raise _damaged(node, f"segment table has shape {list(table_t.dims)}, {count} values in segments of {seg} need [{n_seg}, 2]")
+    payload = _raw(node, payload_t, "payload", int(payload_t.dims[0]))
+    table = np.frombuffer(_raw(node, table_t, "segment table", 2 * n_seg), "<u4").reshape(n_seg, 2)
+    try:
         symbols = H.decode(
-            lengths, payload, chunk_bits, count, chunk_size, a["crc32"], MAX_CODE_LEN,
-            max_count=numel, threads=_threads(threads, count, chunk_size),
+            payload, table[:, 0], count, seg, table[:, 1],
+            seed=header_seed(elem_type, shape, count, seg), max_count=numel, threads=threads,
         )
     except H.HuffmanError as e:
         raise _damaged(node, str(e)) from None
-    symbols = np.asarray(symbols)
-    if symbols.size != count or symbols.dtype != np.uint8:  # table symbols are < alphabet <= 256
-        raise _damaged(node, "decoded symbols do not match the header")
-    if _checksum(elem_type, shape, symbols) != a["checksum"]:
-        raise _damaged(node, "decoded data checksum mismatch")
     return from_symbols(symbols, elem_type, shape)
 
 
-def _input_meta(node: onnx.NodeProto, scope: M.Scope, index: int) -> int | None:
-    """Declared byte size of input ``index`` without reading its data (None when absent)."""
-    if index >= len(node.input):
-        return None
-    found = scope.lookup_initializer(node.input[index])
-    if found is None or len(found[1].dims) != 1:
-        return None
-    return int(found[1].dims[0])
-
-
-_LANES_PER_THREAD = 4096  # fewer chunks per thread and the threads mostly wait on the GIL
-
-
-def _threads(threads: int | None, count: int, chunk_size: int) -> int:
-    if threads is not None:
-        return max(1, threads)
-    chunks = -(-count // chunk_size)
-    return max(1, min(os.cpu_count() or 1, 8, chunks // _LANES_PER_THREAD))
-
-
-__all__ = ["FORMAT_VERSION", "OP_TYPE", "SUPPORTED", "Encoded", "auto_chunk_size", "decode_node", "encode_tensor", "make_node"]
+__all__ = ["FORMAT_VERSION", "OP_TYPE", "SUPPORTED", "Encoded", "decode_node", "encode_tensor", "header_seed", "make_node"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from google.protobuf.message import EncodeError
 
 from onnxzip import model as M
 from onnxzip.errors import ModelError, UsageError
@@ -48,37 +49,112 @@ def has_custom_nodes(model: onnx.ModelProto) -> bool:
     return any((n.domain or "") == M.ONNXZIP_DOMAIN for _, n in M.iter_nodes(model))
 
 
-def to_plain(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with every ``ai.onnxzip`` node decoded into an initializer."""
-    if not has_custom_nodes(model):
-        return model
+def _scan(model: onnx.ModelProto) -> tuple[bool, bool]:
+    """(has ``ai.onnxzip`` nodes, has external-data tensors) in one walk."""
+    custom = external = False
+    for scope in M.walk(model):
+        g = scope.graph
+        custom = custom or any((n.domain or "") == M.ONNXZIP_DOMAIN for n in g.node)
+        external = external or any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.initializer)
+        for n in g.node:
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.TENSOR and a.t.data_location == onnx.TensorProto.EXTERNAL:
+                    external = True
+    return custom, external
+
+
+# onnxruntime takes these as OrtValues (SessionOptions.add_external_initializers)
+_ORT_VALUE_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8))
+_DECODED_LOCATION = "onnxzip-decoded"  # placeholder external-data location, never a file
+
+
+def _placeholder(name: str, arr: np.ndarray) -> onnx.TensorProto:
+    """An initializer whose data onnxruntime takes from an OrtValue (no bytes in the proto)."""
+    t = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), dims=arr.shape)
+    t.data_location = onnx.TensorProto.EXTERNAL
+    t.external_data.add(key="location", value=_DECODED_LOCATION)
+    t.external_data.add(key="length", value=str(arr.nbytes))
+    return t
+
+
+class _CachedScope(M.Scope):
+    """A scope whose initializer table is built once: every decoder looks up two inputs."""
+
+    def _local_initializers(self) -> dict[str, onnx.TensorProto]:
+        cache = self.__dict__.get("_inits")
+        if cache is None:
+            cache = self.__dict__["_inits"] = super()._local_initializers()
+        return cache
+
+
+def _cached(scope: M.Scope | None) -> M.Scope | None:
+    if scope is None:
+        return None
+    return _CachedScope(scope.graph, _cached(scope.parent), scope.owner, scope.path)
+
+
+def _decode_in_place(model: onnx.ModelProto, *, hand_over: bool = False) -> dict[str, np.ndarray]:
+    """Replace every ``ai.onnxzip`` node of ``model`` by its decoded tensor, in place.
+
+    With ``hand_over``, 8-bit tensors of the main graph get a placeholder initializer and
+    are returned (name -> array) for ``add_external_initializers``: they never enter the
+    proto. Everything else becomes a regular initializer. The coded inputs are deleted in
+    place (rebuilding the initializer lists would copy every tensor).
+    """
     if not DECODERS:
         _register_decoders()
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
     consumed: set[str] = set()
-    for scope in M.walk(out):
+    handed: dict[str, np.ndarray] = {}
+    scopes = list(M.walk(model))
+    for scope in scopes:
         g = scope.graph
-        keep = []
-        for node in g.node:
-            if (node.domain or "") != M.ONNXZIP_DOMAIN:
-                keep.append(node)
-                continue
+        idx = [i for i, n in enumerate(g.node) if (n.domain or "") == M.ONNXZIP_DOMAIN]
+        if not idx:
+            continue
+        cached = _cached(scope)
+        decoded = []
+        for i in idx:
+            node = g.node[i]
             dec = DECODERS.get(node.op_type)
             if dec is None:
                 raise ModelError(
                     f"node `{node.name}` uses op `{M.ONNXZIP_DOMAIN}::{node.op_type}`, which this onnxzip cannot decode",
                     hint="upgrade onnxzip to the version that wrote the file",
                 )
-            arr = dec(node, scope)
-            g.initializer.append(M.make_tensor(arr, node.output[0]))
-            consumed.update(node.input)
-        del g.node[:]
-        g.node.extend(keep)
-    M.remove_unused_initializers(out, only=consumed)
-    keep = [(o.domain, o.version) for o in out.opset_import if o.domain != M.ONNXZIP_DOMAIN]
-    del out.opset_import[:]  # repeated message fields take no slice assignment
-    out.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in keep)
+            decoded.append((node.output[0], dec(node, cached)))
+            consumed.update(n for n in node.input if n)
+        for i in reversed(idx):
+            del g.node[i]
+        for name, arr in decoded:
+            if hand_over and scope.parent is None and arr.dtype in _ORT_VALUE_DTYPES:
+                g.initializer.append(_placeholder(name, arr))
+                handed[name] = arr
+            else:
+                g.initializer.append(M.make_tensor(arr, name))
+    used: set[str] = set()
+    for scope in scopes:
+        for n in scope.graph.node:
+            used.update(n.input)
+        used.update(o.name for o in scope.graph.output)
+        used.update(i.name for i in scope.graph.input)
+    drop = consumed - used
+    for scope in scopes:
+        inits = scope.graph.initializer
+        for i in reversed([i for i, t in enumerate(inits) if t.name in drop]):
+            del inits[i]
+    keep_ops = [(o.domain, o.version) for o in model.opset_import if o.domain != M.ONNXZIP_DOMAIN]
+    del model.opset_import[:]  # repeated message fields take no slice assignment
+    model.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in keep_ops)
+    return handed
+
+
+def to_plain(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with every ``ai.onnxzip`` node decoded into an initializer."""
+    if not has_custom_nodes(model):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    _decode_in_place(out)
     return out
 
 
@@ -138,17 +214,53 @@ def session_from_model(
     optimized_path: str | None = None,
 ) -> Any:
     """An onnxruntime session for an in-memory model (through a temp folder when the
-    model is over protobuf's 2 GB limit)."""
+    model is over protobuf's 2 GB limit). ``model`` is not modified."""
+    if has_custom_nodes(model):
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
+        return _session_from_coded(work, providers, threads=threads, optimization=optimization, optimized_path=optimized_path)
+    return _session(model, {}, providers, threads=threads, optimization=optimization, optimized_path=optimized_path)
+
+
+def _session_from_coded(model: onnx.ModelProto, providers: Sequence[str], **kw: Any) -> Any:
+    """Session for a model with ``ai.onnxzip`` nodes, decoding them in place in ``model``.
+
+    Decoded 8-bit main-graph tensors go to onnxruntime as OrtValues, not through the proto:
+    no serialization of the decoded weights and no second parse of them.
+    """
+    return _session(model, _decode_in_place(model, hand_over=True), providers, **kw)
+
+
+def _session(model: onnx.ModelProto, arrays: dict[str, np.ndarray], providers: Sequence[str], *, threads: int | None,
+             optimization: str, optimized_path: str | None) -> Any:
     import onnxruntime as ort
 
     opts = _session_options(threads, optimization, optimized_path)
-    plain = to_plain(model)
-    if M._data_bytes(plain) >= M.EXTERNAL_THRESHOLD:
+    try:  # serializing is the size check: protobuf's ByteSize costs as much
+        data = M.serialize(model)
+    except (EncodeError, ValueError):  # over protobuf's 2 GB limit
+        data = None
+    if data is None or len(data) >= M.EXTERNAL_THRESHOLD:
+        data = None
+        for scope in M.walk(model):  # the temp-folder path writes plain tensors
+            for i, t in enumerate(scope.graph.initializer):
+                if scope.parent is None and t.name in arrays:
+                    scope.graph.initializer[i].CopyFrom(M.make_tensor(arrays[t.name], t.name))
+        arrays = {}
+    if arrays:
+        names = list(arrays)
+        opts.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(arrays[n]) for n in names])
+    if data is None:
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "model.onnx"
-            M._write(plain, path, external=True)
-            return ort.InferenceSession(str(path), opts, providers=list(providers))
-    return ort.InferenceSession(M.serialize(plain), opts, providers=list(providers))
+            M._write(model, path, external=True)
+            sess = ort.InferenceSession(str(path), opts, providers=list(providers))
+    else:
+        sess = ort.InferenceSession(data, opts, providers=list(providers))
+    # onnxruntime may keep pointing at the arrays' memory: they live as long as the session
+    sess._onnxzip_arrays = arrays
+    sess._onnxzip_options = opts
+    return sess
 
 
 class InferenceSession:
@@ -164,12 +276,22 @@ class InferenceSession:
             self._sess = session_from_model(path_or_model, self.providers, threads=threads)
             return
         path = Path(path_or_model)
-        skeleton = M.load_model(path, check=False, prepare=False, external=False)
-        if has_custom_nodes(skeleton):
-            del skeleton
-            self._sess = session_from_model(M.load_model(path, prepare=False), self.providers, threads=threads)
-        else:  # plain ONNX: let onnxruntime read the file itself (no copy, no re-serialization)
+        model = M.load_model(path, check=False, prepare=False, external=False)
+        custom, external = _scan(model)
+        if not custom:  # plain ONNX: onnxruntime reads the file itself
+            del model
             self._sess = session_from_path(path, self.providers, threads=threads)
+            return
+        if external:
+            model = M.load_model(path, check=False, prepare=False)  # reads the external data, contained
+        # No onnx.checker: the decoders validate their nodes and onnxruntime the plain graph.
+        try:
+            self._sess = _session_from_coded(model, self.providers, threads=threads, optimization="all", optimized_path=None)
+        except ModelError:
+            raise
+        except Exception as e:  # onnxruntime raises its own exception types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"onnxruntime cannot load `{path}`", causes=[first], hint="run `onnxzip inspect` on it; the model may use ops this onnxruntime lacks") from None
 
     def run(self, output_names: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._sess.run(output_names, feeds)

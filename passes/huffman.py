@@ -1,12 +1,13 @@
 """`huffman`: entropy-code integer weight streams into ``ai.onnxzip::HuffmanDecode`` nodes.
 
 Rewrites: each targeted int8/uint8/int4/uint4 initializer T becomes a HuffmanDecode node
-(in the graph that owns T) whose output is named T, reading two uint8/uint16 initializers:
-the canonical Huffman bitstream of T's values, coded in independent chunks, and the chunk
-offset table (node format: :mod:`onnxzip._huffman_op`). Lossless: ``onnxzip.runtime`` and
-``onnxzip unpack`` restore T bit for bit. Stored size per value: about the entropy of the
-value histogram (the order-0 entropy H bits <= achieved bits < H + 1), plus a 128-byte code
-table (8 bits wide; 8 bytes for 4-bit) and 2 bytes a chunk.
+(in the graph that owns T) whose output is named T, reading two initializers: T's values
+(one byte symbol each) Huffman-coded as independent raw DEFLATE segments (one dynamic-Huffman
+block each, optimal length-limited canonical code of the segment's histogram), and a uint32
+table of segment byte lengths and checksums (node format: :mod:`onnxzip._huffman_op`).
+Lossless: ``onnxzip.runtime`` and ``onnxzip unpack`` restore T bit for bit. Stored size per
+value: about the entropy of the value histogram (the order-0 entropy H bits <= achieved bits
+< H + 1), plus a 15-140 byte DEFLATE header and 8 bytes of table per segment (256K-1M values).
 
 Targets: integer initializers read by ``DequantizeLinear`` (input 0: quantized weights),
 ``Cast`` (input 0: k-means codebook indices, weight-only Cast+Mul), ``MatMulInteger`` and
@@ -44,11 +45,11 @@ INTEGER_TYPES = {
 
 @dataclass(frozen=True, kw_only=True)
 class HuffmanConfig(TargetConfig):
-    chunk_size: int | None = opt(
+    segment_size: int | None = opt(
         None,
-        "values per independently decoded chunk (2 bytes of offset table each); default: per tensor, "
-        "so that large tensors decode in about 8192 lanes (512..4096)",
-        min=64, max=16384,
+        "values per independently decoded DEFLATE segment (a 15-140 byte header each); default: per "
+        "tensor, 256K..1M so that large tensors have at least 16 segments to decode in parallel",
+        min=256, max=1 << 24,
     )
 
     DEFAULT_OPS: ClassVar[tuple[str, ...]] = ("DequantizeLinear", "Cast", "MatMulInteger", "ConvInteger")
@@ -83,19 +84,19 @@ class HuffmanPass(Pass):
             if c is None:
                 skipped.append(Skip(t.name, "skipped by an override"))
                 continue
-            chunk = c.chunk_size or HO.auto_chunk_size(M.numel(t))  # type: ignore[attr-defined]
             raw = M.tensor_nbytes(t)
-            enc = HO.encode_tensor(M.to_array(t), t.data_type, chunk_size=chunk)
+            enc = HO.encode_tensor(M.to_array(t), t.data_type, segment_size=c.segment_size)  # type: ignore[attr-defined]
             node, inits = HO.make_node(
                 enc,
                 t.name,
                 names(t.name + ".huff"),
-                names(t.name + ".huff_offsets"),
+                names(t.name + ".huff_segments"),
                 names(t.name + "/HuffmanDecode"),
             )
-            payload, offsets = len(inits[0].raw_data), len(inits[1].raw_data)
-            overhead = node.ByteSize() + offsets
-            coded = payload + overhead
+            payload, table = len(inits[0].raw_data), len(inits[1].raw_data)
+            headers = payload - enc.stream.data_bits // 8  # DEFLATE block headers, end codes, padding
+            overhead = node.ByteSize() + table + headers
+            coded = payload + node.ByteSize() + table
             if coded >= raw:
                 skipped.append(
                     Skip(t.name, f"coding does not pay: {coded} bytes coded (incl. {overhead} overhead) >= {raw} raw "
@@ -119,9 +120,9 @@ class HuffmanPass(Pass):
                         "dtype": HO.dtype_name(t.data_type),
                         "entropy_bits": round(enc.entropy_bits, 4),
                         "stored_bits": round(8 * coded / enc.stream.count, 4),
-                        "table_bytes": len(enc.table),
+                        "table_bytes": table,
                         "overhead_bytes": overhead,
-                        "chunks": -(-enc.stream.count // chunk),
+                        "segments": enc.stream.n_segments,
                     },
                 )
             )

@@ -116,19 +116,19 @@ def test_dq_round_trip_is_bit_identical(elem_type):
     assert res.modified and [t.name for t in res.tensors] == ["w_q"]
     coded = res.model
     assert M.count_ops(coded, "HuffmanDecode", M.ONNXZIP_DOMAIN) == 1
-    assert M.domain_opset(coded, M.ONNXZIP_DOMAIN) == 1
+    assert M.domain_opset(coded, M.ONNXZIP_DOMAIN) == 2
     assert "w_q" not in {t.name for t in coded.graph.initializer}
     plain = to_plain(coded)
     assert M.count_ops(plain, "HuffmanDecode") == 0 and M.domain_opset(plain, M.ONNXZIP_DOMAIN) is None
     decoded = initializers(plain)
-    assert set(decoded) == set(original)  # payload and offsets gone, nothing else lost
+    assert set(decoded) == set(original)  # payload and segment table gone, nothing else lost
     for name, arr in original.items():
         assert_bit_identical(decoded[name], arr)
     assert np.array_equal(run(coded, {"x": x})[0], ref)
     st = res.tensors[0]
     assert st.bytes_after < st.bytes_before
     assert st.extra["entropy_bits"] <= st.bits < st.extra["entropy_bits"] + 1
-    assert st.extra["table_bytes"] == (128 if elem_type in (TensorProto.INT8, TensorProto.UINT8) else 8)
+    assert st.extra["table_bytes"] == 8 and st.extra["segments"] == 1  # one (length, checksum) pair
     assert st.params_before == st.params_after == q.size
 
 
@@ -231,7 +231,7 @@ def test_subgraph_streams(tmp_path: Path):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.checker.check_model(m)
-    res = huffman(m, chunk_size=64)
+    res = huffman(m, segment_size=256)  # 8 segments a tensor
     assert {t.name for t in res.tensors} == {"q_in", "q_out"}
     x = np.random.default_rng(1).standard_normal((64, 32)).astype(np.float32)
     plain = to_plain(res.model)
@@ -246,7 +246,7 @@ def test_order_rule_and_recipe_keys():
         parse_recipe("version: 1\npasses:\n  - huffman: {}\n  - cast-fp16: {}\n", "r.yaml")
     assert "must come before `huffman`" in e.value.message
     with pytest.raises(RecipeError) as e:
-        parse_recipe("version: 1\npasses:\n  - huffman: {chunk_size: 8}\n", "r.yaml")
+        parse_recipe("version: 1\npasses:\n  - huffman: {segment_size: 8}\n", "r.yaml")
     assert "out of range" in e.value.message
 
 

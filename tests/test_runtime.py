@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import time
 import tracemalloc
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +18,17 @@ from onnxzip import _huffman_op as HO
 from onnxzip import model as M
 from onnxzip.errors import ModelError
 from onnxzip.passes.huffman import HuffmanConfig, HuffmanPass
-from onnxzip.runtime import InferenceSession, to_plain
+from onnxzip.runtime import InferenceSession, session_from_model, to_plain
 from test_huffman_pass import dq_model, peaked
 
 DAMAGED = "HuffmanDecode stream is damaged"
 
 
-def coded_model(shape=(64, 48), chunk_size: int | None = 64, seed: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
-    """A DQ model whose int8 weight is Huffman-coded (several chunks), and that weight."""
+def coded_model(shape=(64, 48), segment_size: int | None = 256, seed: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
+    """A DQ model whose int8 weight is Huffman-coded (12 segments by default), and that weight."""
     q = peaked(shape, TensorProto.INT8, seed)
     m = dq_model(q, k=shape[0], n=shape[1])
-    res = HuffmanPass(HuffmanConfig(chunk_size=chunk_size)).call(m)
+    res = HuffmanPass(HuffmanConfig(segment_size=segment_size)).call(m)
     assert res.modified
     return res.model, q
 
@@ -88,7 +88,8 @@ def test_inference_session_huffman_file(tmp_path: Path):
 
 def test_decoder_threads_give_the_same_tensor():
     q = peaked((1 << 21,), TensorProto.INT8, 3)
-    enc = HO.encode_tensor(q, TensorProto.INT8, chunk_size=512)
+    enc = HO.encode_tensor(q, TensorProto.INT8)
+    assert enc.stream.n_segments == 8
     node, inits = HO.make_node(enc, "w", "p", "o", "hd")
     g = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("w", TensorProto.INT8, list(q.shape))], inits)
     scope = next(M.walk(g))
@@ -96,6 +97,40 @@ def test_decoder_threads_give_the_same_tensor():
     assert one.tobytes() == q.tobytes()
     assert HO.decode_node(node, scope, threads=3).tobytes() == q.tobytes()
     assert HO.decode_node(node, scope).tobytes() == q.tobytes()  # the runtime's default
+
+
+def test_session_owns_the_handed_over_arrays(tmp_path: Path):
+    """Decoded 8-bit tensors reach onnxruntime as OrtValues (not through the proto); the
+    session keeps them alive, and the caller's model is never modified."""
+    coded, q = coded_model()
+    before = coded.SerializeToString()
+    want = ort.InferenceSession(dq_model(q).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})[0]
+    sess = session_from_model(coded, ["CPUExecutionProvider"])
+    assert coded.SerializeToString() == before
+    assert list(sess._onnxzip_arrays) == ["w_q"] and sess._onnxzip_arrays["w_q"].tobytes() == q.tobytes()
+    path = tmp_path / "coded.onnx"
+    M.save_model(coded, path)
+    wrapped = InferenceSession(path)
+    del coded
+    for _ in range(3):
+        gc.collect()
+        np.zeros(1 << 20, np.int8)  # reuse freed memory, if any were freed
+    assert np.array_equal(sess.run(None, {"x": X})[0], want)
+    assert np.array_equal(wrapped.run(None, {"x": X})[0], want)
+
+
+@pytest.mark.parametrize("elem_type", [TensorProto.INT4, TensorProto.UINT4])
+def test_4bit_streams_load_through_the_proto(elem_type, tmp_path: Path):
+    q = peaked((64, 48), elem_type)
+    m = dq_model(q, zp=elem_type == TensorProto.UINT4)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})[0]
+    res = HuffmanPass(HuffmanConfig()).call(m)
+    assert res.modified
+    path = tmp_path / "q4.onnx"
+    M.save_model(res.model, path)
+    sess = InferenceSession(path)
+    assert sess._sess._onnxzip_arrays == {}  # onnxruntime takes no int4 OrtValue from numpy
+    assert np.array_equal(sess.run(None, {"x": X})[0], want)
 
 
 # --------------------------------------------------------------------------- unpack
@@ -132,7 +167,7 @@ def test_unpack_plain_model_and_json(tmp_path: Path, mlp_path: Path):
 
 def test_unpack_errors_leave_no_output(tmp_path: Path):
     coded, _ = coded_model()
-    set_attr(hd_node(coded), "checksum", (get_attr(hd_node(coded), "checksum") + 1) % 2**32)
+    _table(lambda a: a + np.array([[0, 1]], np.uint32))(coded)  # every checksum off by one
     src, out = tmp_path / "bad.onnx", tmp_path / "out.onnx"
     M.save_model(coded, src)
     code, _, stderr = invoke("unpack", str(src), "-o", str(out))
@@ -175,11 +210,6 @@ def _flip_payload(t, raw):
     t.raw_data = bytes(raw)
 
 
-def _flip_payload_fix_crc(m):
-    _payload(_flip_payload)(m)
-    set_attr(hd_node(m), "crc32", zlib.crc32(init(m, hd_node(m).input[0]).raw_data))
-
-
 def _truncate_payload(t, raw):
     t.raw_data = bytes(raw[:-10])
     t.dims[0] = len(raw) - 10
@@ -189,7 +219,7 @@ def _short_raw(t, raw):
     t.raw_data = bytes(raw[:-1])  # dims still say the old length
 
 
-def _offsets(fn):
+def _table(fn):
     def f(m):
         t = init(m, hd_node(m).input[1])
         arr = numpy_helper.to_array(t).copy()
@@ -197,10 +227,33 @@ def _offsets(fn):
     return f
 
 
-def _swap_lengths(m):
-    table = bytearray(get_attr(hd_node(m), "code_lengths"))
-    table[0], table[3] = table[3], table[0]  # a permutation: still a prefix code
-    set_attr(hd_node(m), "code_lengths", bytes(table))
+def _bump_entry(row: int, col: int, delta: int):
+    def fn(a):
+        a[row, col] = (int(a[row, col]) + delta) % 2**32
+        return a
+    return _table(fn)
+
+
+def _move_boundary(a):
+    a[3, 0] += 1  # segment 3 takes the first byte of segment 4: same total
+    a[4, 0] -= 1
+    return a
+
+
+def _extend_last(m):
+    """Bytes after the last segment's end, counted in its length."""
+    _payload(lambda t, raw: (setattr(t, "raw_data", bytes(raw) + b"\0\0"), t.dims.__setitem__(0, len(raw) + 2)))(m)
+    _bump_entry(-1, 0, 2)(m)
+
+
+def _swap_segments(m):
+    """Segments 0 and 1 trade places, bytes and table rows alike."""
+    t, tab = init(m, hd_node(m).input[0]), init(m, hd_node(m).input[1])
+    a = numpy_helper.to_array(tab).copy()
+    n0, n1 = int(a[0, 0]), int(a[1, 0])
+    raw = t.raw_data
+    t.raw_data = raw[n0 : n0 + n1] + raw[:n0] + raw[n0 + n1 :]
+    tab.CopyFrom(numpy_helper.from_array(a[[1, 0, *range(2, len(a))]], tab.name))
 
 
 def _rename_input(m):
@@ -211,28 +264,29 @@ CORRUPTIONS = {
     "count+1": (_bump("count", 1), "holds 3072 values but `count` is 3073"),
     "shape-and-count-huge": (lambda m: (_set("shape", [2**20, 2**20])(m), _set("count", 2**40)(m)), "more than a"),
     "shape-and-count-100x": (lambda m: (_set("shape", [6400, 48])(m), _set("count", 6400 * 48)(m)), "more than a"),
-    "shape-transposed": (_set("shape", [48, 64]), "decoded data checksum mismatch"),
+    "shape-transposed": (_set("shape", [48, 64]), "segment 0 checksum mismatch"),
     "negative-dim": (lambda m: (_set("shape", [-64, -48])(m)), "negative dimension"),
-    "dtype-uint8": (_set("dtype", TensorProto.UINT8), "decoded data checksum mismatch"),
+    "dtype-uint8": (_set("dtype", TensorProto.UINT8), "segment 0 checksum mismatch"),
     "dtype-float": (_set("dtype", TensorProto.FLOAT), "not a coded integer type"),
-    "chunk-size": (_set("chunk_size", 32), "offset table has"),
-    "chunk-size-zero": (_set("chunk_size", 0), "`chunk_size` 0 is out of range"),
-    "lengths-swapped": (_swap_lengths, DAMAGED),
-    "lengths-short": (lambda m: _set("code_lengths", get_attr(hd_node(m), "code_lengths")[:-1])(m), "code length table holds 127 bytes"),
-    "lengths-not-prefix": (_set("code_lengths", bytes([0x11]) * 128), "do not form a prefix code"),
-    "crc32": (_bump("crc32", 1), "crc32 mismatch"),
-    "checksum": (_bump("checksum", 1), "decoded data checksum mismatch"),
+    "segment-size": (_set("segment_size", 128), "segment table has shape [12, 2]"),
+    "segment-size-bigger": (_set("segment_size", 512), "segment table has shape [12, 2]"),
+    "segment-size-zero": (_set("segment_size", 0), "`segment_size` 0 is out of range"),
+    "checksum": (_bump_entry(5, 1, 1), "segment 5 checksum mismatch"),
     "version-0": (_set("version", 0), "format version `0`"),
     "missing-attr": (_set("count", None), "attribute `count` is missing"),
     "wrong-attr-type": (lambda m: (_set("count", None)(m), hd_node(m).attribute.append(helper.make_attribute("count", 3072.0))), "wrong type"),
-    "payload-flip": (_payload(_flip_payload), "crc32 mismatch"),
-    "payload-flip-crc-fixed": (_flip_payload_fix_crc, DAMAGED),
-    "payload-truncated": (_payload(_truncate_payload), DAMAGED),
+    "payload-flip": (_payload(_flip_payload), DAMAGED),
+    "payload-truncated": (_payload(_truncate_payload), "segments add up to"),
+    "payload-extended": (_extend_last, "segment 11 has 2 bytes after its end"),
     "payload-raw-short": (_payload(_short_raw), "its shape says"),
     "payload-missing": (_rename_input, "is not an initializer"),
-    "offset-bumped": (_offsets(lambda a: a + np.eye(1, a.size, 3, dtype=a.dtype)[0]), DAMAGED),
-    "offset-dropped": (_offsets(lambda a: a[:-1]), "offset table has"),
-    "offset-float": (_offsets(lambda a: a.astype(np.float32)), "must be a 1-D uint16/uint32 tensor"),
+    "segments-swapped": (_swap_segments, "segment 0 checksum mismatch"),
+    "segment-boundary-moved": (_table(_move_boundary), "segment 3 "),
+    "segment-length-short": (_bump_entry(0, 0, -5), "segments add up to"),
+    "segment-length-zero": (_table(lambda a: (a.__setitem__((slice(None), 0), 0), a)[1]), "segments add up to"),
+    "table-dropped-row": (_table(lambda a: a[:-1]), "segment table has shape [11, 2]"),
+    "table-float": (_table(lambda a: a.astype(np.float32)), "must be a 2-D uint32 tensor"),
+    "table-flat": (_table(lambda a: a.reshape(-1)), "must be a 2-D uint32 tensor"),
     "two-outputs": (lambda m: hd_node(m).output.append("extra"), "exactly one output"),
 }
 
@@ -253,10 +307,30 @@ def test_damaged_streams_raise_clean_model_error(case):
 
 def test_newer_format_version_asks_for_upgrade():
     m, _ = coded_model()
-    set_attr(hd_node(m), "version", 2)
+    set_attr(hd_node(m), "version", 3)
     with pytest.raises(ModelError) as e:
         to_plain(m)
-    assert "format version 2 is newer" in e.value.message and "upgrade onnxzip" in e.value.hint
+    assert "format version 3 is newer" in e.value.message and "upgrade onnxzip" in e.value.hint
+
+
+def test_version_1_node_asks_for_recompression(tmp_path: Path):
+    """onnxzip's first format (chunked Huffman with an offset table) is no longer read."""
+    m, _ = coded_model()
+    node = hd_node(m)
+    set_attr(node, "version", 1)
+    set_attr(node, "segment_size", None)
+    set_attr(node, "chunk_size", 1024)  # what a version-1 node carries
+    set_attr(node, "code_lengths", bytes(128))
+    with pytest.raises(ModelError) as e:
+        to_plain(m)
+    assert "format version 1 was written by an older onnxzip" in e.value.message
+    assert DAMAGED not in e.value.message
+    assert e.value.hint == "recompress the original model with this onnxzip"
+    path = tmp_path / "v1.onnx"
+    M.save_model(m, path)
+    code, _, stderr = invoke("unpack", str(path), "-o", str(tmp_path / "out.onnx"))
+    assert code == 2 and "written by an older onnxzip" in stderr
+    assert_one_error(stderr)
 
 
 def test_damaged_file_through_inference_session(tmp_path: Path):
@@ -269,13 +343,13 @@ def test_damaged_file_through_inference_session(tmp_path: Path):
 
 
 def test_fuzz_every_outcome_is_a_correct_decode_or_a_clean_error():
-    """Random payload flips (with and without a fixed-up crc32) and header perturbations:
+    """Random payload flips, segment table and header perturbations:
     each decode returns the exact tensor or raises ModelError, quickly and without large
     allocations. Bounded to a few seconds, seeded."""
-    base, q = coded_model(shape=(64, 48), chunk_size=64)
+    base, q = coded_model(shape=(64, 48), segment_size=256)
     want = q.tobytes()
     rng = np.random.default_rng(1234)
-    names = ["count", "chunk_size", "shape", "code_lengths", "checksum", "dtype", "crc32"]
+    names = ["count", "segment_size", "shape", "dtype", "version"]
     outcomes = {"ok": 0, "error": 0}
     deadline = time.perf_counter() + 3.0
     payload_bytes = len(init(base, hd_node(base).input[0]).raw_data)
@@ -293,23 +367,17 @@ def test_fuzz_every_outcome_is_a_correct_decode_or_a_clean_error():
                     for _ in range(rng.integers(1, 4)):
                         raw[rng.integers(0, len(raw))] ^= 1 << int(rng.integers(0, 8))
                     t.raw_data = bytes(raw)
-                    if rng.random() < 0.7:
-                        set_attr(node, "crc32", zlib.crc32(t.raw_data))
-                elif kind == 1:  # offset table entries
+                elif kind == 1:  # segment table entries: lengths, checksums
                     t = init(m, node.input[1])
                     arr = numpy_helper.to_array(t).copy()
-                    if arr.size:
-                        arr[rng.integers(0, arr.size)] = rng.integers(0, 2**16)
+                    i, j = rng.integers(0, arr.shape[0]), rng.integers(0, 2)
+                    arr[i, j] = rng.integers(0, 2**32) if j else (int(arr[i, j]) + int(rng.integers(-3, 4))) % 2**32
                     t.CopyFrom(numpy_helper.from_array(arr, t.name))
                 elif kind == 2:  # an attribute
                     name = names[rng.integers(0, len(names))]
                     old = get_attr(node, name)
                     if name == "shape":
                         new = [int(d) for d in rng.integers(-2, 5000, rng.integers(0, 4))]
-                    elif name == "code_lengths":
-                        b = bytearray(old)
-                        b[rng.integers(0, len(b))] = int(rng.integers(0, 256))
-                        new = bytes(b)
                     else:
                         new = int(old) + int(rng.choice([-1, 1, 7, 1 << 20, -(1 << 40), 1 << 40]))
                     set_attr(node, name, new)
@@ -321,7 +389,7 @@ def test_fuzz_every_outcome_is_a_correct_decode_or_a_clean_error():
             try:
                 got = decode(m)
             except ModelError as e:
-                assert DAMAGED in e.message or "newer" in e.message, e.message
+                assert DAMAGED in e.message or "newer" in e.message or "older" in e.message, e.message
                 outcomes["error"] += 1
             else:
                 assert got.tobytes() == want and got.shape == q.shape and got.dtype == q.dtype
