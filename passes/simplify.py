@@ -1,7 +1,8 @@
 """`simplify`: onnxsim's constant folding and dead-node removal, with its numeric check.
 
 Rewrites: folds constant subgraphs, removes identity/dead nodes, fuses what onnxsim
-fuses (BatchNormalization into the Conv before it). Preserves: the model's inputs (dynamic
+fuses (BatchNormalization into the Conv before it); adds no metadata and no shape
+annotations (value_info) the input did not have. Preserves: the model's inputs (dynamic
 dims stay dynamic), outputs and numerics (onnxsim compares outputs on random inputs when
 ``check_n`` > 0). onnxsim needs a concrete shape for that check: for inputs with dynamic
 dims it takes the calibration data's shape at batch 1 (``--calib``), and without
@@ -63,12 +64,18 @@ class SimplifyPass(Pass):
             return PassResult(model, False, skipped=[Skip("model", f"onnxsim could not simplify: {msg}")])
         if not ok:
             return PassResult(model, False, skipped=[Skip("model", "onnxsim's numeric check failed; model kept")])
-        # This onnxsim build records its options and every node it touched as metadata
-        # (kilobytes on a real model, dead weight in a compressed file): keep the input's own.
+        # This onnxsim build records its options and every node it touched as metadata, and
+        # annotates every intermediate tensor with its inferred shape (value_info): kilobytes
+        # on a real model, dead weight in a compressed file (onnxruntime infers shapes itself).
+        # Keep the input's own metadata, and value_info only for names the input annotated.
         own = [(e.key, e.value) for e in model.metadata_props]
         del out.metadata_props[:]
         for k, v in own:
             out.metadata_props.add(key=k, value=v)
+        annotated = {v.name for v in model.graph.value_info}
+        keep = [v for v in out.graph.value_info if v.name in annotated]
+        del out.graph.value_info[:]
+        out.graph.value_info.extend(keep)
         M.name_nodes(out)
         nodes_after = sum(1 for _ in M.iter_nodes(out))
         notes.insert(0, f"nodes {nodes_before} -> {nodes_after}, bytes {before} -> {out.ByteSize()}")

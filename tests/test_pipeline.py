@@ -88,12 +88,13 @@ def test_simplify_keeps_outputs(mlp_path: Path):
 
 
 def _conv_bn_dynamic() -> onnx.ModelProto:
-    """x[N, 2, H, W] -> Conv -> BatchNormalization: onnxsim folds the BN into the Conv."""
+    """x[N, 2, H, W] -> Conv -> BatchNormalization -> Relu: onnxsim folds the BN into the Conv."""
     rng = np.random.default_rng(0)
     t = lambda a, n: onnx.numpy_helper.from_array(np.asarray(a, np.float32), n)  # noqa: E731
     g = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"])],
+         helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
+         helper.make_node("Relu", ["n"], ["y"])],
         "convbn",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, "H", "W"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])],
@@ -121,13 +122,14 @@ def test_simplify_handles_dynamic_input_dims(tmp_path: Path):
         res = SimplifyPass(SimplifyConfig(check_n=1), ctx).call(m)
         assert res.modified and not res.skipped
         assert note in " ".join(res.notes)
-        assert [n.op_type for n in res.model.graph.node] == ["Conv"]
+        assert [n.op_type for n in res.model.graph.node] == ["Conv", "Relu"]
         dims = [d.dim_param or d.dim_value for d in res.model.graph.input[0].type.tensor_type.shape.dim]
         assert dims == ["N", 2, "H", "W"]
         other = np.random.default_rng(2).standard_normal((3, 2, 4, 9)).astype(np.float32)  # another size
         np.testing.assert_allclose(run(res.model, {"x": other})[0], run(m, {"x": other})[0], rtol=1e-4, atol=1e-5)
         # onnxsim's own bookkeeping is not carried into the file; the model's metadata is
         assert {e.key: e.value for e in res.model.metadata_props} == {"author": "me"}
+        assert not res.model.graph.value_info  # no inferred shapes the input did not carry
 
 
 def test_cast_fp16_reaches_weights_inside_if_branches(tmp_path: Path):

@@ -10,9 +10,10 @@ import pytest
 from conftest import SAMPLES, feeds_for, run
 from onnxzip import compress
 
-# deep-compression (data-free) on the samples, measured: digits_mlp 10.2x at the original's
-# top-1, digits_cnn 8.7x (+0.6 points), transformer 5.8x (-3 points).
-DEEP = {"digits_mlp": (10.0, 1.0), "digits_cnn": (8.5, 1.0), "transformer": (5.5, 4.0)}
+# deep-compression (data-free) on the samples, measured: digits_mlp 11.2x at the original's
+# top-1, digits_cnn 10.2x (+0.6 points), transformer 6.8x (-3 points). The target:
+# >= 10x within 1 point on the digits models.
+DEEP = {"digits_mlp": (10.0, 1.0), "digits_cnn": (10.0, 1.0), "transformer": (6.0, 4.0)}
 
 
 @pytest.mark.parametrize("name", sorted(DEEP))
