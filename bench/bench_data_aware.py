@@ -7,7 +7,9 @@ library (``run_pipeline``, the pipeline ``onnxzip compress`` runs, with the mode
 
 * quantization, rounding (``rtn``) vs ``gptq``: int4 weight-only (blocks of 32), k-means 4
   and 5 bit;
-* pruning, ``magnitude`` vs ``wanda`` vs ``sparsegpt``: 50 % unstructured and 2:4;
+* pruning, ``magnitude`` vs ``wanda`` vs ``sparsegpt``: 50 % unstructured and 2:4; at 50 %
+  also Wanda with the paper's per-output-row comparison groups (``wanda_group: row``; the
+  default compares the whole layer);
 * the deep pipeline "prune 50 % + k-means 5 bit + huffman": data-free (magnitude, rtn) vs
   data-aware (sparsegpt + gptq k-means, both with bias correction).
 
@@ -66,6 +68,7 @@ VARIANTS: list[tuple[str, str, list[dict]]] = [
     ("k-means 5 bit", "gptq", [{"quantize": {**KM5, **GPTQ}}]),
     ("prune 50%", "magnitude", [{"prune": P50}]),
     ("prune 50%", "wanda", [{"prune": {**P50, "algorithm": "wanda"}}]),
+    ("prune 50%", "wanda (row groups)", [{"prune": {**P50, "algorithm": "wanda", "wanda_group": "row"}}]),
     ("prune 50%", "sparsegpt", [{"prune": {**P50, "algorithm": "sparsegpt"}}]),
     ("prune 2:4", "magnitude", [{"prune": P24}]),
     ("prune 2:4", "wanda", [{"prune": {**P24, "algorithm": "wanda"}}]),
@@ -113,13 +116,16 @@ def models(selected: list[str], cache: str | None) -> dict[str, tuple[Path, Path
     return out
 
 
-def bench_model(name: str, path: Path, eval_npz: Path, calib_npz: Path, samples: int, batch: int, tmp: Path) -> dict:
+def bench_model(name: str, path: Path, eval_npz: Path, calib_npz: Path, samples: int, batch: int, tmp: Path,
+                groups: set[str] | None = None) -> dict:
     data = load_npz(eval_npz)
     labels = data.pop("labels", None)
     ref = outputs(str(path), data)
     rows = []
     runs = []
     for group, variant, passes in VARIANTS:
+        if groups is not None and group not in groups:
+            continue
         model = M.load_model(path)
         ctx = PassContext(calibration=CalibrationSource(NpzData(calib_npz, what="calibration"), samples=samples, batch=batch))
         recipe = parse_recipe(yaml.safe_dump({"version": 1, "passes": PREFIX.get(name, []) + passes}))
@@ -180,13 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=128, help="calibration samples")
     ap.add_argument("--batch", type=int, default=16, help="calibration batch")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    ap.add_argument("--only", default=None, help="comma-separated variant groups to run, e.g. \"prune 50%%,prune 2:4\" (default: all)")
     args = ap.parse_args(argv)
     selected = [s.strip() for s in args.models.split(",") if s.strip()]
+    groups = None
+    if args.only:
+        groups = {g.strip() for g in args.only.split(",") if g.strip()}
+        unknown = groups - {g for g, _, _ in VARIANTS}
+        if unknown:
+            ap.error(f"unknown variant group(s) {sorted(unknown)}; valid: {sorted({g for g, _, _ in VARIANTS})}")
     results = []
     with tempfile.TemporaryDirectory() as d:
         for name, (path, ev, cal) in models(selected, args.cache).items():
-            print(f"{name}: {len(VARIANTS)} variants", file=sys.stderr)
-            results.append(bench_model(name, path, ev, cal, args.samples, args.batch, Path(d)))
+            print(f"{name}: {sum(groups is None or g in groups for g, _, _ in VARIANTS)} variants", file=sys.stderr)
+            results.append(bench_model(name, path, ev, cal, args.samples, args.batch, Path(d), groups))
     for r in results:
         print(table(r))
         print()

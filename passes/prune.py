@@ -25,8 +25,15 @@ Rewrites, by ``method``:
 input statistics on the calibration data (:mod:`onnxzip.calibrate`, H = X^T X):
 
 * ``magnitude`` (default, no data): the smallest |w|, as above;
-* ``wanda``: the smallest |w_rj| * ||x_j||_2 (``||x_j||_2 = sqrt(H_jj)``), compared within
-  each output row (unstructured) or each N:M group; no weight update;
+* ``wanda``: the smallest |w_rj| * ||x_j||_2 (``||x_j||_2 = sqrt(H_jj)``); no weight update.
+  Unstructured, ``wanda_group`` picks the comparison group: ``layer`` (default) ranks the
+  whole tensor, like magnitude with ``scope: layer``; ``row`` ranks within each output row
+  (every output channel loses the same share: the paper's choice for LLMs). N:M compares
+  within each group of M. ``layer`` is the default because it measured lower output error
+  on the sample models (relative logit error at 50 %, layer vs row: MLP 0.130 vs 0.168,
+  CNN 0.513 vs 0.531, transformer 0.318 vs 0.425); on magika ``row`` was a little better
+  (0.077 vs 0.080), and the paper found per-row groups clearly better on LLMs: set
+  ``wanda_group: row`` there. The reference code offers both for its image classifiers;
 * ``sparsegpt``: OBS with the same H: in lazy blocks of ``lazy_batch`` columns (N:M: per
   group) the weights with the smallest w^2 / [H^-1]_jj are zeroed and the remaining weights
   of the row are updated to keep the layer's outputs (damping ``percdamp``). Unlike the
@@ -105,6 +112,7 @@ METHOD_KEYS: dict[str, tuple[str, ...]] = {
     "criterion": ("channel",),
     "round_to": ("channel",),
     "algorithm": ("magnitude", "n:m"),
+    "wanda_group": ("magnitude",),
     "percdamp": ("magnitude", "n:m"),
     "lazy_batch": ("magnitude", "n:m"),
     "bias_correction": ("magnitude", "n:m"),
@@ -154,8 +162,13 @@ class PruneConfig(TargetConfig):
     )
     algorithm: Literal["magnitude", "wanda", "sparsegpt"] = opt(
         "magnitude",
-        "methods magnitude / n:m: which weights go. `magnitude`: smallest |w|; `wanda`: smallest |w| * ||x|| per "
-        "output row; `sparsegpt`: least output error, updating the remaining weights (both need calibration data)",
+        "methods magnitude / n:m: which weights go. `magnitude`: smallest |w|; `wanda`: smallest |w| * ||x|| "
+        "(compared as `wanda_group` says); `sparsegpt`: least output error, updating the remaining weights (both need calibration data)",
+    )
+    wanda_group: Literal["layer", "row"] = opt(
+        "layer",
+        "method magnitude, algorithm wanda: which weights compete. `layer`: the whole tensor; `row`: each output "
+        "channel loses the same share (the Wanda paper's per-output groups)",
     )
     percdamp: float = opt(0.01, "sparsegpt: damping added to H, as a fraction of its mean diagonal", min=0.0, max=1.0)
     lazy_batch: int = opt(128, "sparsegpt: columns per lazy update block (unstructured masks are chosen per block)", min=1)
@@ -194,6 +207,10 @@ class PruneConfig(TargetConfig):
                 parse_pattern(self.pattern)
             except ValueError as e:
                 raise ConfigIssue("pattern", str(e), _PATTERN_HINT) from None
+        if "wanda_group" in given and self.algorithm != "wanda":
+            raise ConfigIssue(
+                "wanda_group", f"applies to `algorithm: wanda`, not `{self.algorithm}`", "set `algorithm: wanda`, or remove `wanda_group`"
+            )
         for key in ("percdamp", "lazy_batch"):
             if key in given and self.algorithm != "sparsegpt":
                 raise ConfigIssue(key, f"applies to `algorithm: sparsegpt`, not `{self.algorithm}`", f"set `algorithm: sparsegpt`, or remove `{key}`")
@@ -776,9 +793,9 @@ class PrunePass(Pass):
             for sl, g in layer.rows(w2d.shape[0]):
                 scores[sl] = wanda_scores(w2d[sl], np.diag(layer.hessian(g)))
             if nm is None:
-                # Each output row keeps its best scores (rows of every group together, so
-                # the tensor's count is exact).
-                keep2d = row_keep(scores, cfg.sparsity)
+                # The tensor's count is exact either way (rows of every conv group together).
+                info["wanda_group"] = cfg.wanda_group
+                keep2d = magnitude_mask(scores, cfg.sparsity) if cfg.wanda_group == "layer" else row_keep(scores, cfg.sparsity)
                 keep = layer.from2d(keep2d, w.shape, oa)
             else:
                 keep, _ = nm_mask(layer.from2d(scores, w.shape, oa), nm[0], nm[1], _reduction_axis(ref.node, w.ndim))

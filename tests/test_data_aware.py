@@ -27,8 +27,27 @@ def context(name: str | None = "transformer", path=None) -> PassContext:
     return PassContext(calibration=CalibrationSource(src, samples=128, batch=32))
 
 
+@functools.lru_cache(maxsize=None)
+def _sample_bytes(name: str) -> bytes:
+    """The sample model as the presets see it: digits_cnn with its BatchNormalizations folded
+    into the convs (`simplify`), so the layer statistics see the real output scale."""
+    model = M.load_model(SAMPLES / name / "model.onnx")
+    if name in FOLD:
+        model = run_pipeline(model, parse_recipe(yaml.safe_dump({"version": 1, "passes": [{"simplify": {}}]})),
+                             context=PassContext()).model
+        assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    return M.serialize(model)
+
+
+FOLD = {"digits_cnn"}
+
+
+def sample(name: str) -> onnx.ModelProto:
+    return onnx.load_from_string(_sample_bytes(name))
+
+
 def compress(name: str, passes: list, ctx: PassContext | None = None, model: onnx.ModelProto | None = None):
-    model = model if model is not None else M.load_model(SAMPLES / name / "model.onnx")
+    model = model if model is not None else sample(name)
     recipe = parse_recipe(yaml.safe_dump({"version": 1, "passes": passes}))
     return run_pipeline(model, recipe, context=ctx if ctx is not None else context(name))
 
@@ -66,23 +85,25 @@ def pair(name, free: list, aware: list):
 # --------------------------------------------------------------------------- GPTQ
 
 
-@pytest.mark.parametrize("name", ["transformer", "digits_mlp"])
-def test_gptq_beats_rounding_int4_blocks(name):
+@pytest.mark.parametrize("name,factor", [("digits_mlp", 0.4), ("digits_cnn", 0.6), ("transformer", 0.6)])
+def test_gptq_beats_rounding_int4_blocks(name, factor):
+    """Measured error ratios gptq / rtn: digits_mlp 0.26, digits_cnn 0.47, transformer 0.45."""
     base = {"method": "linear", "bits": 4, "granularity": "block", "block_size": 16}
     a, b, e_rtn, e_gptq = pair(name, [{"quantize": base}], [{"quantize": {**base, "algorithm": "gptq"}}])
     assert stored(a) == stored(b)
-    assert e_gptq < 0.7 * e_rtn, (e_rtn, e_gptq)
-    t = b.steps[0].result.tensors[0]
+    assert e_gptq < factor * e_rtn, (e_rtn, e_gptq)
+    t = max(b.steps[-1].result.tensors, key=lambda t: t.params_before)
     assert t.extra["algorithm"] == "gptq" and t.extra["representation"].startswith(("DequantizeLinear", "Cast"))
     assert 0 < t.extra["rel_output_error"] < 1
 
 
-@pytest.mark.parametrize("name", ["transformer", "digits_mlp"])
-def test_gptq_beats_plain_kmeans_4bit(name):
+@pytest.mark.parametrize("name,factor", [("digits_mlp", 0.4), ("digits_cnn", 0.8), ("transformer", 0.75)])
+def test_gptq_beats_plain_kmeans_4bit(name, factor):
+    """Measured: digits_mlp 0.29, digits_cnn 0.73, transformer 0.66."""
     base = {"method": "kmeans", "bits": 4}
     a, b, e_rtn, e_gptq = pair(name, [{"quantize": base}], [{"quantize": {**base, "algorithm": "gptq"}}])
     assert stored(a) == stored(b)
-    assert e_gptq < 0.8 * e_rtn, (e_rtn, e_gptq)
+    assert e_gptq < factor * e_rtn, (e_rtn, e_gptq)
 
 
 def test_gptq_on_convolutions_per_channel_and_grouped():
@@ -91,39 +112,80 @@ def test_gptq_on_convolutions_per_channel_and_grouped():
     a, b, e_rtn, e_gptq = pair("digits_cnn", [{"quantize": base}], [{"quantize": {**base, "algorithm": "gptq"}}])
     assert stored(a) == stored(b)
     assert e_gptq < e_rtn
-    assert all(t.extra["algorithm"] == "gptq" for t in b.steps[0].result.tensors)
+    assert all(t.extra["algorithm"] == "gptq" for t in b.steps[-1].result.tensors)
 
 
 # --------------------------------------------------------------------------- pruning
 
 
+P50 = {"sparsity": 0.5}
+P24 = {"method": "n:m", "pattern": "2:4"}
+
+
 @pytest.mark.parametrize(
     "name,prune,factor",
     [
-        ("digits_mlp", {"sparsity": 0.5}, 0.95),
-        ("digits_mlp", {"method": "n:m", "pattern": "2:4"}, 0.85),
+        ("digits_mlp", P50, 0.8),  # measured 0.68
+        ("transformer", P50, 0.9),  # 0.84
+        ("digits_mlp", P24, 0.85),  # 0.74
+        ("digits_cnn", P24, 0.95),  # 0.91 (pw and fc; conv1 and dw have 1 input channel per group: no 2:4 group)
+        # 50 % of the whole digits_cnn: 0.975, a thin margin: conv1 reads one image channel, so
+        # ||x_j|| is the same for its 9 taps (borders aside) and Wanda is magnitude there; the
+        # depthwise conv likewise per group; those two layers alone cost more output error
+        # than pw and fc together. Where the activation factor carries information:
+        ("digits_cnn", P50, 0.99),
+        ("digits_cnn", {**P50, "include": ["pw*", "fc*"]}, 0.9),  # 0.84
+        # Not asserted: transformer 2:4 (wanda 0.600 vs magnitude 0.597). Wanda lowers the
+        # layer output error in 13 of the 14 layers, but pruned alone the attention keys get
+        # worse end to end (0.089 vs 0.061, 0.033 vs 0.021), and at 2:4 that cancels the gains.
+        # Likely why: an error in k that is constant over the tokens does not change the
+        # softmax, and the uncentered ||x_j|| counts exactly that mean part (scoring k with
+        # the centered norm measured 0.071 and 0.029; not Wanda, so not done).
     ],
 )
 def test_wanda_beats_magnitude(name, prune, factor):
     a, b, e_mag, e_wanda = pair(name, [{"prune": prune}], [{"prune": {**prune, "algorithm": "wanda"}}])
     assert zeros(a) == zeros(b)  # the same number of zeros
+    assert [t.sparsity for t in a.steps[-1].result.tensors] == [t.sparsity for t in b.steps[-1].result.tensors]
     assert e_wanda < factor * e_mag, (e_mag, e_wanda)
 
 
+@pytest.mark.parametrize("name,factor", [("digits_mlp", 0.9), ("digits_cnn", 0.99), ("transformer", 0.85)])
+def test_wanda_layer_groups_beat_per_row_groups(name, factor):
+    """The default comparison group (the layer) against the paper's per-output rows, 50 %:
+    measured digits_mlp 0.130 vs 0.168, digits_cnn 0.513 vs 0.531, transformer 0.318 vs 0.425."""
+    ctx = context(name)
+    row = compress(name, [{"prune": {**P50, "algorithm": "wanda", "wanda_group": "row"}}], ctx)
+    layer = compress(name, [{"prune": {**P50, "algorithm": "wanda"}}], ctx)
+    assert zeros(row) == zeros(layer)
+    assert all(t.extra["wanda_group"] == "row" for t in row.steps[-1].result.tensors)
+    assert all(t.extra["wanda_group"] == "layer" for t in layer.steps[-1].result.tensors)
+    assert logit_error(name, layer.model) < factor * logit_error(name, row.model)
+
+
+def test_wanda_row_groups_prune_every_output_row_alike():
+    res = compress("digits_mlp", [{"prune": {**P50, "algorithm": "wanda", "wanda_group": "row", "include": ["fc1*", "fc2*"]}}])
+    w = {t.name: M.to_array(t) for t in res.model.graph.initializer}
+    assert ((w["fc1.weight"] == 0).sum(axis=1) == 32).all()  # Gemm transB: [out 256, in 64]
+    assert ((w["fc2.weight"] == 0).sum(axis=0) == 128).all()  # MatMul: [in 256, out 128]
+
+
 @pytest.mark.parametrize(
-    "name,prune",
+    "name,prune,factor",
     [
-        ("transformer", {"sparsity": 0.5}),
-        ("transformer", {"method": "n:m", "pattern": "2:4"}),
-        ("digits_mlp", {"sparsity": 0.5}),
-        ("digits_cnn", {"method": "n:m", "pattern": "2:4"}),
+        ("digits_mlp", P50, 0.3),  # measured 0.16
+        ("digits_cnn", P50, 0.9),  # 0.82
+        ("transformer", P50, 0.6),  # 0.41
+        ("digits_mlp", P24, 0.3),  # 0.15
+        ("digits_cnn", P24, 0.5),  # 0.32
+        ("transformer", P24, 0.6),  # 0.43
     ],
 )
-def test_sparsegpt_beats_magnitude(name, prune):
+def test_sparsegpt_beats_magnitude(name, prune, factor):
     a, b, e_mag, e_sgpt = pair(name, [{"prune": prune}], [{"prune": {**prune, "algorithm": "sparsegpt"}}])
     assert zeros(a) == zeros(b)
-    assert e_sgpt < 0.6 * e_mag, (e_mag, e_sgpt)
-    for t in b.steps[0].result.tensors:
+    assert e_sgpt < factor * e_mag, (e_mag, e_sgpt)
+    for t in b.steps[-1].result.tensors:
         assert t.extra["algorithm"] == "sparsegpt" and t.sparsity == pytest.approx(0.5, abs=0.01)
 
 
@@ -137,19 +199,22 @@ def test_sparsegpt_shares_a_grouped_conv_sparsity_exactly():
 
 
 @pytest.mark.parametrize(
-    "name,passes",
+    "name,passes,factor",
     [
-        ("transformer", [{"prune": {"sparsity": 0.5}}]),
-        ("digits_cnn", [{"prune": {"sparsity": 0.5}}]),
-        ("digits_mlp", [{"quantize": {"method": "kmeans", "bits": 3}}]),
+        ("digits_mlp", [{"prune": P50}], 0.8),  # measured 0.71
+        ("digits_cnn", [{"prune": P50}], 0.95),  # 0.91
+        ("transformer", [{"prune": P50}], 0.88),  # 0.82
+        ("digits_mlp", [{"quantize": {"method": "kmeans", "bits": 3}}], 0.8),  # 0.69
+        ("digits_cnn", [{"quantize": {"method": "kmeans", "bits": 3}}], 0.85),  # 0.78
+        ("transformer", [{"quantize": {"method": "kmeans", "bits": 3}}], 0.92),  # 0.87
     ],
 )
-def test_bias_correction_lowers_the_error(name, passes):
+def test_bias_correction_lowers_the_error(name, passes, factor):
     (pname, cfg), = passes[0].items()
     a, b, e_off, e_on = pair(name, passes, [{pname: {**cfg, "bias_correction": True}}])
     assert stored(a) == stored(b) and (pname != "prune" or zeros(a) == zeros(b))
-    assert e_on < 0.92 * e_off, (e_off, e_on)
-    assert all("bias_correction" in t.extra for t in b.steps[0].result.tensors)
+    assert e_on < factor * e_off, (e_off, e_on)
+    assert all("bias_correction" in t.extra for t in b.steps[-1].result.tensors)
 
 
 def _single_layer(op: str, tmp_path, **kw):
@@ -311,6 +376,9 @@ def test_cli_without_calibration_data_exits_2(tmp_path):
         ({"prune": {"method": "channel", "algorithm": "wanda"}}, "algorithm"),
         ({"prune": {"method": "channel", "bias_correction": True}}, "bias_correction"),
         ({"prune": {"scope": "global", "algorithm": "sparsegpt"}}, "scope"),
+        ({"prune": {"wanda_group": "row"}}, "wanda_group"),
+        ({"prune": {"wanda_group": "row", "algorithm": "sparsegpt"}}, "wanda_group"),
+        ({"prune": {"method": "n:m", "wanda_group": "row", "algorithm": "wanda"}}, "wanda_group"),
         ({"quantize": {"act_order": True}}, "act_order"),
         ({"quantize": {"lazy_batch": 64, "algorithm": "rtn"}}, "lazy_batch"),
         ({"quantize": {"algorithm": "awq"}}, "algorithm"),

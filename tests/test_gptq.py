@@ -248,14 +248,30 @@ def test_wanda_compares_within_rows():
     rng = np.random.default_rng(14)
     w = rng.standard_normal((6, 11))
     d = rng.uniform(0.1, 4.0, 11)
-    keep = wanda_mask(w, d, 0.5)
+    keep = wanda_mask(w, d, 0.5, group="row")
     assert int((~keep).sum()) == round(0.5 * 66)
     assert set((~keep).sum(axis=1)) <= {5, 6}  # each row loses its own share
     score = np.abs(w) * np.sqrt(d)
     for r in range(6):
         assert score[r][keep[r]].min() >= score[r][~keep[r]].max()
     # equal input norms: per-row magnitude
-    np.testing.assert_array_equal(wanda_mask(w, np.ones(11), 0.5), row_keep(np.abs(w), 0.5))
+    np.testing.assert_array_equal(wanda_mask(w, np.ones(11), 0.5, group="row"), row_keep(np.abs(w), 0.5))
+
+
+def test_wanda_compares_across_the_layer_by_default():
+    rng = np.random.default_rng(16)
+    w = rng.standard_normal((6, 11))
+    d = rng.uniform(0.1, 4.0, 11)
+    keep = wanda_mask(w, d, 0.4)
+    assert int((~keep).sum()) == round(0.4 * 66)
+    score = np.abs(w) * np.sqrt(d)
+    assert score[keep].min() >= score[~keep].max()  # one threshold for the whole tensor
+    assert len(set((~keep).sum(axis=1))) > 1  # rows lose different shares
+    # equal input norms: magnitude with scope layer, ties included
+    w[0, :3] = w[1, 5] = 0.25
+    np.testing.assert_array_equal(wanda_mask(w, np.ones(11), 0.5), magnitude_mask(w, 0.5))
+    with pytest.raises(ValueError, match="valid choices"):
+        wanda_mask(w, d, 0.5, group="column")
 
 
 def test_bias_delta_is_the_mean_output_shift():
