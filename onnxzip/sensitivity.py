@@ -389,7 +389,6 @@ def render_recipe(
     for i, step in enumerate(base.passes):
         cfg = step.config
         ovr: list[tuple[str, dict[str, Any]]] = []
-        exclude_extra: list[str] = []
         if isinstance(cfg, TargetConfig):
             tuned_globs: set[str] = set()
             for layer in layers:
@@ -400,11 +399,8 @@ def render_recipe(
                 globs = [glob_escape(layer.name)]
                 if _factorized_before(base, i, layer):
                     globs += [glob_escape(layer.name + "_lr_a"), glob_escape(layer.name + "_lr_b")]
-                if items is None:
+                if items is None:  # cast-fp16 `all_float` obeys it too
                     body: dict[str, Any] = {"skip": True}
-                    if step.name == "cast-fp16" and getattr(cfg, "all_float", False):
-                        # `all_float` selects by name and size only: an exclude keeps the layer float32
-                        exclude_extra += globs
                 else:
                     body = {}
                     for glob, base_items in cfg.overrides:  # the recipe's own per-node keys stay
@@ -422,8 +418,6 @@ def render_recipe(
                     continue
                 ovr.append((glob, {k: _plain(v) for k, v in base_items if not (v is None and step.name == "factorize")}))
         d = _config_doc(cfg, base.defaults, ovr)
-        if exclude_extra:
-            d["exclude"] = list(d.get("exclude", list(cfg.exclude))) + exclude_extra
         passes.append({step.name: d})
     doc["passes"] = passes
     if base.evaluate:

@@ -190,7 +190,8 @@ class Pass(abc.ABC):
         float weights override it."""
         if not isinstance(config, TargetConfig):
             return []
-        return [(r.name, r.node, M.numel(r.tensor)) for r in select_weights(model, config, skipped)]
+        refs = drop_output_layers(model, list(select_weights(model, config, skipped)), skipped)
+        return [(r.name, r.node, M.numel(r.tensor)) for r in refs]
 
 
 # --------------------------------------------------------------------------- targets
@@ -281,3 +282,51 @@ def no_target_warning(config: TargetConfig) -> str:
     if config.min_params:
         parts.append(f"min_params {config.min_params}")
     return "selected no tensor (" + ", ".join(parts) + ")"
+
+
+# Ops whose constant weight makes a node a "layer" for `keep_output_layers`.
+LAYER_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def output_layers(model: onnx.ModelProto) -> set[tuple[str, str]]:
+    """(scope path, node name) of the weight layers (Conv/ConvTranspose/MatMul/Gemm with a
+    constant weight) that reach a model output without passing through another weight layer:
+    the model's heads. Walks into If/Loop/Scan bodies whose outputs lead to a model output."""
+    scopes = list(M.walk(model))
+    heads: set[tuple[str, str]] = set()
+
+    def visit(scope: M.Scope, starts: list[str]) -> None:
+        producers = {o: n for n in scope.graph.node for o in n.output if o}
+        seen: set[str] = set()
+        stack = list(starts)
+        while stack:
+            name = stack.pop()
+            if name in seen or name not in producers:
+                continue
+            seen.add(name)
+            node = producers[name]
+            if node.op_type in LAYER_OPS and len(node.input) > 1 and scope.lookup_initializer(node.input[1]):
+                heads.add((scope.path, node.name))
+                continue
+            for sub in scopes:
+                if sub.parent is scope and sub.owner is not None and sub.owner.name == node.name:
+                    visit(sub, [o.name for o in sub.graph.output])
+            stack.extend(i for i in node.input if i)
+
+    visit(scopes[0], [o.name for o in scopes[0].graph.output])
+    return heads
+
+
+def drop_output_layers(model: onnx.ModelProto, refs: list[WeightRef], skipped: list[Skip]) -> list[WeightRef]:
+    """``refs`` without the output layers whose (per-node) config sets ``keep_output_layers``,
+    each recorded in ``skipped``. Configs without that key keep every ref."""
+    if not any(getattr(r.config, "keep_output_layers", False) for r in refs):
+        return refs
+    heads = output_layers(model)
+    out = []
+    for r in refs:
+        if getattr(r.config, "keep_output_layers", False) and (r.scope.path, r.node.name) in heads:
+            skipped.append(Skip(r.name, "output layer kept dense (`keep_output_layers`)"))
+        else:
+            out.append(r)
+    return out

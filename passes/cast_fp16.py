@@ -7,7 +7,9 @@ starts, so compute stays float32 and only the file shrinks (2x on the weights).
 With ``all_float`` every float32 initializer is a candidate (biases, normalization
 parameters, k-means codebooks), except quantization scales and zero points.
 Error: |W - fp32(fp16(W))| <= 2^-11 |W| for normal values. Skips: weights whose values
-overflow float16 (|w| > 65504), non-float32 weights, tensors below ``min_params``.
+overflow float16 (|w| > 65504), non-float32 weights, tensors below ``min_params``, and
+tensors a per-node override skips (``all_float`` too: overrides match the tensor's name or
+its first consumer's).
 """
 
 from __future__ import annotations
@@ -72,8 +74,13 @@ def _all_float(model: onnx.ModelProto, cfg: CastFp16Config, skipped: list[Skip])
             names = (t.name, node.name)
             if any(fnmatch.fnmatchcase(n, g) for g in cfg.exclude for n in names):
                 skipped.append(Skip(t.name, "excluded by the recipe"))
-            elif cfg.include and not any(fnmatch.fnmatchcase(n, g) for g in cfg.include for n in names):
                 continue
+            if cfg.include and not any(fnmatch.fnmatchcase(n, g) for g in cfg.include for n in names):
+                continue
+            # a per-node `skip: true` holds here as for the weights of `ops` (a tuned recipe keeps
+            # the layers it leaves off float32 with it)
+            if cfg.for_names(node.name, t.name) is None:
+                skipped.append(Skip(t.name, "skipped by an override"))
             elif t.name in quant_inputs:
                 skipped.append(Skip(t.name, "quantization scale or zero point: kept float32"))
             elif M.numel(t) < cfg.min_params:

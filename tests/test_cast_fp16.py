@@ -57,3 +57,25 @@ passes:
     ref = run(d / "model.onnx", feeds)[0].argmax(-1)
     got = run(res.model, feeds)[0].argmax(-1)
     assert np.mean(got == ref) >= 0.99
+
+
+def test_all_float_honours_per_tensor_overrides():
+    # a tuned recipe leaves a layer float32 with `skip: true`; all_float must obey it as the
+    # weights-only mode does, matching the tensor's name or its consumer's
+    text = """version: 1
+passes:
+  - cast-fp16:
+      all_float: true
+      min_params: 1
+      overrides:
+        w1: {skip: true}
+        fc2: {skip: true}
+"""
+    res = _run(make_mlp(k=64, h=128, n=10), text)
+    kinds = {t.name: t.data_type for t in res.model.graph.initializer}
+    assert kinds["w1"] == TensorProto.FLOAT  # by the tensor's name
+    assert kinds["w2"] == TensorProto.FLOAT and kinds["b2"] == TensorProto.FLOAT  # by the consumer fc2
+    assert kinds["b1_fp16"] == TensorProto.FLOAT16  # no override: cast
+    reasons = {s.name: s.reason for s in res.steps[0].result.skipped}
+    assert reasons == {n: "skipped by an override" for n in ("w1", "w2", "b2")}
+    assert M.count_ops(res.model, "Cast") == 1

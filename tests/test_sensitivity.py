@@ -143,7 +143,7 @@ def test_table_is_the_default_output(tmp_path: Path):
     [
         (["--metric", "top1_agreemnt"], "unknown metric"),
         (["--candidates", "quantize.bits=12"], "out of range"),
-        (["--candidates", "huffman.chunk_size=64"], "no tunable setting"),
+        (["--candidates", "huffman.segment_size=64"], "no tunable setting"),
         (["--plot", "/nonexistent/dir/p.svg"], "does not exist"),
     ],
 )
@@ -171,3 +171,52 @@ def test_png_plot_without_matplotlib_is_a_usage_error(tmp_path: Path):
         assert code == 2 and "matplotlib" in stderr and "onnxzip[plot]" in stderr
     else:
         pytest.skip("matplotlib installed: the PNG path works")
+
+
+def test_pass_targets_leave_out_the_output_layers_a_recipe_keeps():
+    # tune and sensitivity take their layers from `Pass.targets`: a head that prune keeps
+    # dense (`keep_output_layers`) must not become a prune layer there
+    from conftest import make_mlp
+
+    from onnxzip.passes import REGISTRY
+    from onnxzip.sensitivity import find_layers
+
+    model = make_mlp(k=64, h=128, n=10)
+    r = parse_recipe("version: 1\npasses:\n  - prune: {sparsity: 0.5, keep_output_layers: true}\n  - quantize: {method: kmeans, bits: 4}\n")
+    skipped: list = []
+    assert [n for n, _, _ in REGISTRY["prune"].targets(model, r.passes[0].config, skipped)] == ["w1"]
+    assert [(s.name, s.reason) for s in skipped] == [("w2", "output layer kept dense (`keep_output_layers`)")]
+    layers = {L.name: L.steps for L in find_layers(model, r, 0, build_knobs(r, 0))}
+    assert layers == {"w1": (0, 1), "w2": (1,)}  # the head: quantize only
+    # an override can release the head, as it does in the pass itself
+    r2 = parse_recipe(
+        "version: 1\npasses:\n  - prune: {sparsity: 0.5, keep_output_layers: true, overrides: {fc2: {keep_output_layers: false}}}\n"
+    )
+    assert [n for n, _, _ in REGISTRY["prune"].targets(model, r2.passes[0].config, [])] == ["w1", "w2"]
+
+
+def test_a_layer_left_off_stays_float32_under_cast_fp16_all_float(tmp_path: Path):
+    # deep-compression casts every float tensor (`all_float`); an `off` layer is kept by its
+    # `skip: true` override alone, as `onnxzip compress` reads the rendered recipe
+    import dataclasses
+
+    import onnx
+
+    from onnxzip.pipeline import run_pipeline
+    from onnxzip.sensitivity import find_layers
+
+    r = load_recipe("deep-compression")
+    assert r.passes[0].name == "simplify"
+    model = run_pipeline(M.load_model(CNN / "model.onnx"), dataclasses.replace(r, passes=r.passes[:1])).model
+    knobs = build_knobs(r, 1)
+    layers = find_layers(model, r, 1, knobs)
+    first = layers[0]
+    others = {L.name: layer_settings(L, {k.step: k for k in knobs})[-1] for L in layers[1:]}
+    text = render_recipe(r, layers, others, out_dir=tmp_path)
+    assert "exclude" not in text
+    rest = parse_recipe(text, str(tmp_path / "t.yaml"))
+    out = run_pipeline(model, dataclasses.replace(rest, passes=rest.passes[1:])).model
+    kinds = {t.name: t.data_type for t in M.iter_tensors(out)}
+    assert kinds[first.name] == onnx.TensorProto.FLOAT  # off: every pass skipped it
+    assert first.name + "_fp16" not in kinds
+    assert all(L.name not in kinds or kinds[L.name] != onnx.TensorProto.FLOAT for L in layers[1:])
