@@ -94,6 +94,7 @@ from onnxzip.passes.base import (
     TargetConfig,
     TensorStat,
     WeightRef,
+    drop_output_layers,
     no_target_warning,
     opt,
     select_weights,
@@ -344,35 +345,6 @@ def _flop_factor(node: onnx.NodeProto, shapes: dict[str, tuple]) -> int | None:
     return out
 
 
-def _output_layers(model: onnx.ModelProto) -> set[tuple[str, str]]:
-    """(scope path, node name) of the weight layers (Conv/ConvTranspose/MatMul/Gemm with a
-    constant weight) that reach a model output without passing through another weight layer:
-    the model's heads. Walks into If/Loop/Scan bodies whose outputs lead to a model output."""
-    scopes = list(M.walk(model))
-    heads: set[tuple[str, str]] = set()
-
-    def visit(scope: M.Scope, starts: list[str]) -> None:
-        producers = {o: n for n in scope.graph.node for o in n.output if o}
-        seen: set[str] = set()
-        stack = list(starts)
-        while stack:
-            name = stack.pop()
-            if name in seen or name not in producers:
-                continue
-            seen.add(name)
-            node = producers[name]
-            if node.op_type in WEIGHT_OPS and len(node.input) > 1 and scope.lookup_initializer(node.input[1]):
-                heads.add((scope.path, node.name))
-                continue
-            for sub in scopes:
-                if sub.parent is scope and sub.owner is not None and sub.owner.name == node.name:
-                    visit(sub, [o.name for o in sub.graph.output])
-            stack.extend(i for i in node.input if i)
-
-    visit(scopes[0], [o.name for o in scopes[0].graph.output])
-    return heads
-
-
 # --------------------------------------------------------------------------- channel plans
 
 UNARY = frozenset(
@@ -396,7 +368,6 @@ NAMED_BLOCKERS = {
     "Softmax": "a Softmax",
 }
 ACROSS_CHANNELS = frozenset({"LayerNormalization", "Softmax", "LogSoftmax", "LpNormalization", "RMSNormalization"})
-WEIGHT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 @dataclass
@@ -673,14 +644,7 @@ class PrunePass(Pass):
         refs = list(select_weights(model, cfg, self.skipped))
         if not refs:
             return PassResult(model, False, skipped=self.skipped, warnings=[no_target_warning(cfg)])
-        if any(r.config.keep_output_layers for r in refs):  # type: ignore[attr-defined]
-            heads = _output_layers(model)
-            kept = {
-                id(r) for r in refs
-                if r.config.keep_output_layers and (r.scope.path, r.node.name) in heads  # type: ignore[attr-defined]
-            }
-            self.skipped.extend(Skip(r.name, "output layer kept dense (`keep_output_layers`)") for r in refs if id(r) in kept)
-            refs = [r for r in refs if id(r) not in kept]
+        refs = drop_output_layers(model, refs, self.skipped)
         by_method: dict[str, list[WeightRef]] = {m: [] for m in METHODS}
         for ref in refs:
             by_method[ref.config.method].append(ref)  # type: ignore[attr-defined]
