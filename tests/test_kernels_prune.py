@@ -101,9 +101,9 @@ def test_global_threshold_masks_match_greedy_reference(ws, sparsity, cap):
     masks = global_threshold_masks(ws, sparsity, cap)
     assert [m.shape for m in masks] == [w.shape for w in ws]
     assert sum(int((~m).sum()) for m in masks) == k
-    for m, c in zip(masks, caps):
+    for m, c in zip(masks, caps, strict=True):
         assert int((~m).sum()) <= c
-    for m, ref in zip(masks, _reference_global(ws, k, caps)):
+    for m, ref in zip(masks, _reference_global(ws, k, caps), strict=True):
         np.testing.assert_array_equal(~m.reshape(-1), ref)
 
 
@@ -143,7 +143,7 @@ def test_nm_mask_keeps_n_largest_per_group(w, mn, axis):
     gw = moved_w[..., :full].reshape(-1, m)
     gm = moved_m[..., :full].reshape(-1, m)
     assert (gm.sum(axis=1) == n).all()
-    for row_w, row_m in zip(gw, gm):
+    for row_w, row_m in zip(gw, gm, strict=True):
         np.testing.assert_array_equal(~row_m, _reference_prune(row_w, m - n))
 
 

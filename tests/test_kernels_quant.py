@@ -171,11 +171,11 @@ def _onnx_run(op, inputs, attrs):
              np.dtype(np.float32): TensorProto.FLOAT}
     graph = helper.make_graph(
         [node], "g",
-        [helper.make_tensor_value_info(n, dtype[a.dtype], a.shape) for n, a in zip(names, inputs)],
+        [helper.make_tensor_value_info(n, dtype[a.dtype], a.shape) for n, a in zip(names, inputs, strict=True)],
         [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, None)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    return ReferenceEvaluator(model).run(None, dict(zip(names, inputs)))[0]
+    return ReferenceEvaluator(model).run(None, dict(zip(names, inputs, strict=True)))[0]
 
 
 @pytest.mark.parametrize("axis,block", [(None, None), (1, None), (0, 2), (1, 4)])
