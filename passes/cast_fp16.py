@@ -7,7 +7,8 @@ starts, so compute stays float32 and only the file shrinks (2x on the weights).
 With ``all_float`` every float32 initializer is a candidate (biases, normalization
 parameters, k-means codebooks), except quantization scales and zero points.
 Error: |W - fp32(fp16(W))| <= 2^-11 |W| for normal values. Skips: weights whose values
-overflow float16 (|w| > 65504), non-float32 weights, tensors below ``min_params``, and
+overflow float16 (|w| > 65504), non-float32 weights, tensors below ``min_params``, tensors
+so small that float16 plus the Cast node would take more bytes than float32, and
 tensors a per-node override skips (``all_float`` too: overrides match the tensor's name or
 its first consumer's).
 """
@@ -90,6 +91,12 @@ def _all_float(model: onnx.ModelProto, cfg: CastFp16Config, skipped: list[Skip])
     return refs
 
 
+def _serialized(msg: onnx.TensorProto | onnx.NodeProto) -> int:
+    """Bytes ``msg`` takes inside its graph: the message plus its field tag and length prefix."""
+    n = msg.ByteSize()
+    return n + 1 + max(1, (n.bit_length() + 6) // 7)
+
+
 class CastFp16Pass(Pass):
     name = "cast-fp16"
     summary = "store float32 weights as float16 (Cast back at load; halves weight bytes)"
@@ -115,8 +122,14 @@ class CastFp16Pass(Pass):
             old_name = t.name
             new_name = names(t.name + "_fp16")
             before = M.tensor_nbytes(t)
-            t.CopyFrom(M.make_tensor(h, new_name))
+            half = M.make_tensor(h, new_name)
             cast = helper.make_node("Cast", [new_name], [old_name], name=names(old_name + "_cast"), to=onnx.TensorProto.FLOAT)
+            # a small tensor saves fewer bytes than its Cast node adds to the graph
+            grown, kept = _serialized(half) + _serialized(cast), _serialized(t)
+            if grown >= kept:
+                skipped.append(Skip(old_name, f"float16 and its Cast node take {grown} bytes, float32 {kept}: kept float32"))
+                continue
+            t.CopyFrom(half)
             ref.owner.graph.node.insert(0, cast)
             stats.append(
                 TensorStat(

@@ -51,8 +51,13 @@ passes:
   - quantize: {method: kmeans, bits: 5}
   - cast-fp16: {all_float: true, min_params: 1}
 """
-    res = _run(M.load_model(d / "model.onnx"), text)
-    assert not [t for s in M.walk(res.model) for t in s.graph.initializer if t.data_type == TensorProto.FLOAT]
+    src = M.load_model(d / "model.onnx")
+    res = _run(src, text)
+    # every float32 tensor left is one where float16 + its Cast would have grown the file
+    left = {t.name for s in M.walk(res.model) for t in s.graph.initializer if t.data_type == TensorProto.FLOAT}
+    reasons = {s.name: s.reason for s in res.steps[1].result.skipped}
+    assert left and all("Cast node" in reasons[n] for n in left), (left, reasons)
+    assert all(M.numel(t) <= 64 for s in M.walk(res.model) for t in s.graph.initializer if t.name in left)
     feeds, _ = feeds_for(d, 200)
     ref = run(d / "model.onnx", feeds)[0].argmax(-1)
     got = run(res.model, feeds)[0].argmax(-1)
@@ -79,3 +84,18 @@ passes:
     reasons = {s.name: s.reason for s in res.steps[0].result.skipped}
     assert reasons == {n: "skipped by an override" for n in ("w1", "w2", "b2")}
     assert M.count_ops(res.model, "Cast") == 1
+
+
+def test_never_grows_the_file():
+    # a 10-float bias saves 20 bytes as float16; its Cast node costs more: kept float32.
+    # Each tensor that is cast makes the file smaller.
+    text = "version: 1\npasses:\n  - cast-fp16: {all_float: true, min_params: 1}\n"
+    for k, h, n in [(4, 4, 2), (64, 128, 10)]:
+        src = make_mlp(k=k, h=h, n=n)
+        res = _run(src, text)
+        assert res.model.ByteSize() <= src.ByteSize()
+        stats = res.steps[0].result
+        assert {t.name for t in stats.tensors}.isdisjoint(s.name for s in stats.skipped)
+        for name in {s.name for s in stats.skipped}:
+            assert "Cast node" in next(s.reason for s in stats.skipped if s.name == name)
+    assert {t.name for t in stats.tensors} == {"w1", "w2", "b1"}  # b2 (10 floats) stays float32
