@@ -20,7 +20,15 @@ Stream layout
     length code (alphabet 0..18) is package-merge too (at most 7 bits, forced to two used
     symbols because zlib rejects an incomplete one); the 258 code lengths are run-length coded
     with 16 (repeat previous 3..6), 17 (3..10 zeros) and 18 (11..138 zeros). Then one codeword
-    per symbol, then end-of-block. Bits are packed LSB-first with Huffman codewords
+    per symbol, then end-of-block.
+
+    Runs: where it makes the segment smaller, runs of one symbol longer than a threshold
+    (:data:`RUN_THRESHOLDS`, each tried and costed exactly from the resulting histogram) are
+    written as the first symbol as a literal, then matches of length 258 (and one shorter
+    tail match of 3..257, or up to 2 literals) at distance 1. The literal/length code then
+    has HLIT=257+used length codes, and the one distance code has length 1. This is what
+    makes a fully pruned layer or a nearly all-zero code stream cost bytes, not one bit a
+    symbol. Bits are packed LSB-first with Huffman codewords
     bit-reversed, exactly as DEFLATE does; the last byte of a segment is zero-padded. Each
     segment has its own code (from its own histogram): a header of about 15-25 bytes for
     4-bit codes, 50-140 for int8. Any DEFLATE decoder reads a segment:
@@ -46,8 +54,8 @@ Decoder
 
 Safety
     :func:`decode` checks the segment table against the payload and the declared count before
-    it allocates: a segment of ``b`` bytes may declare at most ``8 * b`` symbols (every literal
-    code is at least one bit), so the output is bounded by the payload size (and by
+    it allocates: a segment of ``b`` bytes may declare at most ``1032 * b`` symbols (a match
+    of 258 takes at least 2 bits), so the output is bounded by the payload size (and by
     ``max_count``). Each segment is inflated with ``max_length = n + 1``: it must end (final
     block done) after exactly its ``n`` symbols, with no byte left over; then its checksum.
 """
@@ -318,10 +326,11 @@ def _rle_lengths(ll: list[int]) -> list[tuple[int, int, int]]:
     return out
 
 
-def _block_header(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(values, bit counts) of a dynamic-Huffman block header for 257 literal/EOB lengths
-    and one zero-length distance code, values already in DEFLATE bit order."""
-    items = _rle_lengths([*lengths.tolist(), 0])
+def _block_header(lengths: np.ndarray, dist_len: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(values, bit counts) of a dynamic-Huffman block header for the literal/length code
+    ``lengths`` (257..286 entries) and one distance code of length ``dist_len`` (0: literals
+    only; 1: distance 1, the run form), values already in DEFLATE bit order."""
+    items = _rle_lengths([*lengths.tolist(), int(dist_len)])
     cl_counts = np.bincount([s for s, _, _ in items], minlength=19).astype(np.int64)
     if np.count_nonzero(cl_counts) < 2:  # zlib rejects a one-code code-length code
         cl_counts[int(np.flatnonzero(cl_counts == 0)[0])] = 1
@@ -329,7 +338,7 @@ def _block_header(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cl_rev = _reverse_bits(canonical_codes(cl_len), cl_len).tolist()
     perm = [int(cl_len[k]) for k in _CL_ORDER]
     hclen = max(4, max(i + 1 for i, v in enumerate(perm) if v))
-    vals = [1 | (2 << 1), 0, 0, hclen - 4, *perm[:hclen]]
+    vals = [1 | (2 << 1), lengths.size - 257, 0, hclen - 4, *perm[:hclen]]
     bits = [3, 5, 5, 4, *([3] * hclen)]
     cl_len_l = cl_len.tolist()
     for s, extra, nextra in items:
@@ -366,22 +375,140 @@ def _pack(blocks: list[tuple[np.ndarray, np.ndarray]], total_bits: int) -> np.nd
     return words.astype("<u8", copy=False).view(np.uint8)[: (total_bits + 7) // 8]
 
 
+# DEFLATE length codes 257..285 for match lengths 3..258: code, extra bits, extra value
+_LEN_BASE = (3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258)
+_LEN_XBITS = (0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0)
+_LEN_CODE = np.zeros(259, np.int64)
+_LEN_EXTRA = np.zeros(259, np.uint64)
+for _i, (_b, _x) in enumerate(zip(_LEN_BASE, _LEN_XBITS, strict=True)):
+    _LEN_CODE[_b : _b + (1 << _x)] = 257 + _i
+    _LEN_EXTRA[_b : _b + (1 << _x)] = np.arange(1 << _x, dtype=np.uint64)
+_LEN_CODE[258], _LEN_EXTRA[258] = 285, 0  # 258 has its own code (284 + 31 would also reach it)
+_LEN_NX = np.array([0] * 257 + list(_LEN_XBITS), np.uint64)  # extra bits per lit/len symbol
+# Runs of one symbol at least this long become distance-1 matches; each candidate is costed
+# exactly from its histogram and the cheapest form of the segment is written.
+RUN_THRESHOLDS = (8, 32, 128)
+MAX_EXPANSION = 1032  # most symbols one payload byte can decode to (258 per 2-bit match)
+
+
+@dataclass
+class _Runs:
+    """The runs of a segment that become matches: one literal, then matches of 258, then a
+    tail (a shorter match of 3..257, or up to 2 literals)."""
+
+    start: np.ndarray  # run start positions
+    length: np.ndarray  # run lengths
+    value: np.ndarray  # the repeated symbol
+    full: np.ndarray  # matches of 258
+    tail: np.ndarray  # tail match length (0: none)
+    lits: np.ndarray  # tail literals (0..2)
+
+
+def _runs(starts: np.ndarray, lengths: np.ndarray, s: np.ndarray, threshold: int) -> _Runs:
+    keep = lengths - 1 >= threshold
+    st, ln = starts[keep], lengths[keep]
+    r = ln - 1
+    full, rem = r // 258, r % 258
+    tail = np.where(rem >= 3, rem, 0)
+    return _Runs(st, ln, s[st].astype(np.int64), full, tail, np.where(rem >= 3, 0, rem))
+
+
+def _run_counts(s_counts: np.ndarray, runs: _Runs) -> np.ndarray:
+    """Literal/length histogram (286 + EOB) of the segment with ``runs`` as matches."""
+    counts = np.zeros(286, np.int64)
+    counts[:256] = s_counts[:256]
+    # every symbol of a run but its first literal and tail literals is covered by matches
+    np.subtract.at(counts, runs.value, runs.length - 1 - runs.lits)
+    counts[285] += int(runs.full.sum())
+    t = runs.tail[runs.tail > 0]
+    np.add.at(counts, _LEN_CODE[t], 1)
+    counts[EOB] = 1
+    return counts
+
+
+def _cost(counts: np.ndarray, max_len: int, dist_len: int) -> tuple[int, np.ndarray]:
+    """Bits of a whole segment (header, codewords, extra and distance bits, without the
+    end-of-block code) for this histogram, and its literal/length code lengths."""
+    used = np.flatnonzero(counts[257:286]) if dist_len else np.zeros(0, np.int64)
+    nlit = 257 + (int(used[-1]) + 1 if used.size else 0)
+    lengths = code_lengths(counts[:nlit], max_len)
+    _, hb = _block_header(lengths, dist_len)
+    c = counts[:nlit]
+    bits = int((c * (lengths.astype(np.int64) + _LEN_NX[:nlit].astype(np.int64))).sum()) - int(lengths[EOB])
+    return int(hb.sum()) + bits + int(c[257:].sum()) * dist_len, lengths
+
+
+def _tokens(s: np.ndarray, runs: _Runs) -> tuple[np.ndarray, np.ndarray]:
+    """(lit/len symbol, extra value) per token, in stream order: the symbols outside ``runs``
+    as literals, each run as literal + matches + tail."""
+    n = s.size
+    covered = np.zeros(n + 1, np.int64)  # +1 at a run's first covered position, -1 after it
+    first = runs.start + 1
+    end = runs.start + runs.length - runs.lits
+    np.add.at(covered, first, 1)
+    np.add.at(covered, end, -1)
+    lit_mask = np.cumsum(covered[:n]) == 0
+    # a token's position: literals at their own index, a run's matches at its first covered
+    # index (ordered among themselves by a sub-index)
+    lit_pos = np.flatnonzero(lit_mask)
+    nm = runs.full + (runs.tail > 0)
+    m_pos = np.repeat(first, nm)
+    within = np.arange(m_pos.size) - np.repeat(np.cumsum(nm) - nm, nm)
+    m_len = np.where(within < np.repeat(runs.full, nm), 258, np.repeat(runs.tail, nm))
+    pos = np.concatenate([lit_pos, m_pos])
+    sub = np.concatenate([np.zeros(lit_pos.size, np.int64), within])
+    order = np.lexsort((sub, pos))
+    sym = np.concatenate([s[lit_pos].astype(np.int64), _LEN_CODE[m_len]])[order]
+    extra = np.concatenate([np.zeros(lit_pos.size, np.uint64), _LEN_EXTRA[m_len]])[order]
+    return sym, extra
+
+
 def _deflate_segment(s: np.ndarray, max_len: int) -> tuple[np.ndarray, int]:
     """One raw DEFLATE stream (a single dynamic-Huffman block) of the bytes ``s``; and the
-    bits its symbol codewords take."""
-    counts = np.bincount(s, minlength=257).astype(np.int64)
+    bits its symbol codewords take. Literals only, or, where it is smaller, with long runs of
+    one symbol as distance-1 matches (each form costed exactly from its histogram)."""
+    s_counts = np.bincount(s, minlength=257).astype(np.int64)
+    counts = s_counts.copy()
     counts[EOB] = 1
-    lengths = code_lengths(counts, max_len)
-    rev = _reverse_bits(canonical_codes(lengths), lengths)
-    lens64 = lengths.astype(np.uint64)
-    hv, hb = _block_header(lengths)
-    data_bits = int((counts[:EOB] * lengths[:EOB].astype(np.int64)).sum())
+    best_bits, lengths = _cost(counts, max_len, 0)
+    best = None
+    if s.size > 8:
+        change = np.flatnonzero(s[1:] != s[:-1]) + 1
+        starts = np.concatenate([[0], change])
+        run_len = np.diff(np.append(starts, s.size))
+        if RUN_THRESHOLDS and int(run_len.max()) - 1 >= min(RUN_THRESHOLDS):
+            for t in RUN_THRESHOLDS:
+                runs = _runs(starts, run_len, s, t)
+                if runs.start.size == 0:
+                    break
+                c = _run_counts(s_counts, runs)
+                bits, ln = _cost(c, max_len, 1)
+                if bits < best_bits:
+                    best_bits, lengths, best, counts = bits, ln, runs, c
+    if best is None:
+        rev = _reverse_bits(canonical_codes(lengths), lengths)
+        lens64 = lengths.astype(np.uint64)
+        hv, hb = _block_header(lengths)
+        data_bits = int((counts[:EOB] * lengths[:EOB].astype(np.int64)).sum())
+        blocks = [(hv, hb)]
+        for b0 in range(0, s.size, _ENC_BLOCK):
+            blk = s[b0 : b0 + _ENC_BLOCK]
+            blocks.append((rev[blk], lens64[blk]))
+    else:
+        sym, extra = _tokens(s, best)
+        rev = _reverse_bits(canonical_codes(lengths), lengths)
+        lens64 = lengths.astype(np.uint64)
+        hv, hb = _block_header(lengths, 1)
+        is_match = sym > EOB
+        # codeword, then the length's extra bits, then the 1-bit distance code (0: distance 1)
+        val = rev[sym] | (extra << lens64[sym])
+        nb = lens64[sym] + _LEN_NX[sym] + is_match.astype(np.uint64)
+        data_bits = int(nb.sum())
+        blocks = [(hv, hb)]
+        for b0 in range(0, sym.size, _ENC_BLOCK):
+            blocks.append((val[b0 : b0 + _ENC_BLOCK], nb[b0 : b0 + _ENC_BLOCK]))
     total = int(hb.sum()) + data_bits + int(lengths[EOB])
-    blocks = [(hv, hb)]
-    for b0 in range(0, s.size, _ENC_BLOCK):
-        blk = s[b0 : b0 + _ENC_BLOCK]
-        blocks.append((rev[blk], lens64[blk]))
-    blocks.append((rev[EOB:], lens64[EOB:]))
+    blocks.append((rev[EOB : EOB + 1], lens64[EOB : EOB + 1]))
     return _pack(blocks, total), data_bits
 
 
@@ -464,8 +591,8 @@ def decode(
 ) -> np.ndarray:
     """Decode the segments into a uint8 array of ``count`` symbols.
 
-    The segment table is checked against the payload and ``count`` (at most 8 symbols a
-    payload byte) before anything proportional to ``count`` is allocated. ``threads`` None:
+    The segment table is checked against the payload and ``count`` (at most
+    :data:`MAX_EXPANSION` symbols a payload byte) before anything proportional to ``count`` is allocated. ``threads`` None:
     ``min(cpu count, segments)``; zlib releases the GIL, so segments decode in parallel.
     Any inconsistency, DEFLATE error or checksum mismatch raises :class:`HuffmanError`.
     """
@@ -493,7 +620,7 @@ def decode(
     if n_seg:
         counts[-1] = count - (n_seg - 1) * seg
     for i in range(n_seg):
-        if counts[i] > 8 * sizes[i]:
+        if counts[i] > MAX_EXPANSION * sizes[i]:
             raise HuffmanError(
                 f"segment {i} declares {counts[i]} symbols, more than its {sizes[i]} bytes can hold"
             )

@@ -1,13 +1,14 @@
 """The ``ai.onnxzip::HuffmanDecode`` node: one Huffman-coded integer tensor.
 
-Format version 2. The node has no runtime kernel: :func:`decode_node` turns it back into
+Format version 3 (2 is read too). The node has no runtime kernel: :func:`decode_node` turns it back into
 the tensor it replaced (``onnxzip.runtime``), before onnxruntime sees the graph.
 
 Inputs (initializers of the node's graph)
 
 0. ``payload`` uint8[P]: the segments of :func:`onnxzip.kernels.huffman.encode` back to
-   back, each a complete raw DEFLATE stream (RFC 1951; one dynamic-Huffman block of
-   literals, its own canonical code): ``zlib.decompress(segment, wbits=-15)`` reads it.
+   back, each a complete raw DEFLATE stream (RFC 1951; one dynamic-Huffman block, its own
+   canonical code; literals, and from version 3 long runs of one symbol as distance-1
+   matches): ``zlib.decompress(segment, wbits=-15)`` reads it.
 1. ``segments`` uint32[n_segments, 2]: per segment, its byte length and checksum: the
    CRC-32 of the header ``struct.pack("<5q{ndim}q", version, dtype, count, segment_size,
    ndim, *shape)``, then the segment index (int64 little-endian), then its decoded symbols.
@@ -16,7 +17,7 @@ Output: the decoded tensor, under the name of the initializer it replaced.
 
 Attributes
 
-``version`` (int, 2); ``dtype`` (int, the ONNX elem type: INT8, UINT8, INT4 or UINT4);
+``version`` (int, 3); ``dtype`` (int, the ONNX elem type: INT8, UINT8, INT4 or UINT4);
 ``shape`` (ints); ``count`` (int, product of ``shape``); ``segment_size`` (int, symbols per
 segment, the last one may be shorter; ``n_segments = ceil(count / segment_size)``).
 
@@ -25,7 +26,7 @@ Symbols are the stored bits of each value, one byte each: an int8 -1 is symbol 2
 
 Decoding validates everything before allocating: attribute types and ranges, shape product
 == count, the segment table against the payload size (a segment of b bytes holds at most 8b
-symbols), then inflates each segment with an output limit of its symbol count plus one: it
+symbols in version 2, literals only, and 1032b in version 3: a 258-symbol match takes 2 bits), then inflates each segment with an output limit of its symbol count plus one: it
 must end exactly after its symbols, with no byte left over, and match its checksum (which
 also binds the header). Any failure is a :class:`ModelError` saying the stream is damaged;
 a version-1 node (onnxzip's earlier chunked format) asks for recompression.
@@ -46,7 +47,8 @@ from onnxzip.errors import ModelError
 from onnxzip.kernels import huffman as H
 
 OP_TYPE = "HuffmanDecode"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READ_VERSIONS = (2, 3)  # 3 added distance-1 matches (runs); 2 is literals only
 MAX_CODE_LEN = 15  # DEFLATE's longest code; inflate's two-level tables make it free to decode
 
 # ONNX elem type -> (bits per value, signed)
@@ -92,9 +94,9 @@ def from_symbols(symbols: np.ndarray, elem_type: int, shape: tuple[int, ...]) ->
     return vals.astype(np_dtype).reshape(shape)
 
 
-def header_seed(elem_type: int, shape: tuple[int, ...], count: int, segment_size: int) -> int:
+def header_seed(elem_type: int, shape: tuple[int, ...], count: int, segment_size: int, version: int = FORMAT_VERSION) -> int:
     """CRC-32 of the node's header: the start value of every segment checksum."""
-    header = struct.pack(f"<5q{len(shape)}q", FORMAT_VERSION, elem_type, count, segment_size, len(shape), *shape)
+    header = struct.pack(f"<5q{len(shape)}q", version, elem_type, count, segment_size, len(shape), *shape)
     return zlib.crc32(header)
 
 
@@ -168,7 +170,7 @@ _ATTR_TYPES = {
 def _attrs(node: onnx.NodeProto) -> dict:
     found = {a.name: a for a in node.attribute}
     version = found.get("version")
-    if version is not None and version.type == onnx.AttributeProto.INT and version.i != FORMAT_VERSION:
+    if version is not None and version.type == onnx.AttributeProto.INT and version.i not in READ_VERSIONS:
         if version.i > FORMAT_VERSION:
             raise ModelError(
                 f"node `{node.name}`: HuffmanDecode format version {version.i} is newer than this onnxzip reads ({FORMAT_VERSION})",
@@ -177,7 +179,7 @@ def _attrs(node: onnx.NodeProto) -> dict:
         if version.i >= 1:
             raise ModelError(
                 f"node `{node.name}`: HuffmanDecode format version {version.i} was written by an older onnxzip; "
-                f"this one reads version {FORMAT_VERSION} only",
+                f"this one reads versions {', '.join(map(str, READ_VERSIONS))}",
                 hint="recompress the original model with this onnxzip",
             )
     out = {}
@@ -230,14 +232,15 @@ def decode_node(node: onnx.NodeProto, scope: M.Scope, *, threads: int | None = N
 
     Nothing proportional to the declared size is allocated before the header and segment
     table have been checked against the payload, so a damaged or hostile file cannot request
-    more memory than its payload could legitimately expand to (8 symbols a byte).
+    more memory than its payload could legitimately expand to (8 symbols a byte in version 2,
+    1032 in version 3).
     ``threads`` None: one per core, at most one per segment.
     """
     if len(node.output) != 1 or not node.output[0]:
         raise _damaged(node, "the node must have exactly one output")
     a = _attrs(node)
-    if a["version"] != FORMAT_VERSION:
-        raise _damaged(node, f"format version `{a['version']}` is not {FORMAT_VERSION}")
+    if a["version"] not in READ_VERSIONS:
+        raise _damaged(node, f"format version `{a['version']}` is not one of {list(READ_VERSIONS)}")
     elem_type = a["dtype"]
     if elem_type not in SUPPORTED:
         raise _damaged(node, f"`dtype` {elem_type} ({dtype_name(elem_type)}) is not a coded integer type")
@@ -254,7 +257,7 @@ def decode_node(node: onnx.NodeProto, scope: M.Scope, *, threads: int | None = N
         raise _damaged(node, f"`segment_size` {seg} is out of range")
     payload_t = _input_tensor(node, scope, 0, "payload", onnx.TensorProto.UINT8, 1)
     table_t = _input_tensor(node, scope, 1, "segment table", onnx.TensorProto.UINT32, 2)
-    if count > 8 * int(payload_t.dims[0]):
+    if count > (8 if a["version"] == 2 else H.MAX_EXPANSION) * int(payload_t.dims[0]):
         raise _damaged(node, f"`count` {count} is more than a {payload_t.dims[0]}-byte payload can hold")
     n_seg = -(-count // seg)
     if list(table_t.dims) != [n_seg, 2]:
@@ -264,7 +267,7 @@ def decode_node(node: onnx.NodeProto, scope: M.Scope, *, threads: int | None = N
     try:
         symbols = H.decode(
             payload, table[:, 0], count, seg, table[:, 1],
-            seed=header_seed(elem_type, shape, count, seg), max_count=numel, threads=threads,
+            seed=header_seed(elem_type, shape, count, seg, a["version"]), max_count=numel, threads=threads,
         )
     except H.HuffmanError as e:
         raise _damaged(node, str(e)) from None

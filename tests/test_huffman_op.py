@@ -60,7 +60,7 @@ def test_all_256_symbols_and_a_single_symbol():
     assert _node_round_trip(every, TensorProto.INT8)[0].tobytes() == every.tobytes()
     same = np.full((7, 9), -3, ml_dtypes.int4)
     out, enc, _ = _node_round_trip(same, TensorProto.INT4)
-    assert out.tobytes() == same.tobytes() and enc.stream.data_bits == same.size  # one bit a value
+    assert out.tobytes() == same.tobytes() and enc.stream.data_bits < same.size // 4  # one literal and a match
 
 
 def test_nodes_are_deterministic():
@@ -70,6 +70,6 @@ def test_nodes_are_deterministic():
     assert a[0].SerializeToString() == b[0].SerializeToString()
     assert [t.SerializeToString() for t in a[1]] == [t.SerializeToString() for t in b[1]]
     attrs = {x.name: helper.get_attribute_value(x) for x in a[0].attribute}
-    assert attrs == {"version": 2, "dtype": TensorProto.INT8, "count": 60000, "segment_size": 4096, "shape": [300, 200]}
+    assert attrs == {"version": HO.FORMAT_VERSION, "dtype": TensorProto.INT8, "count": 60000, "segment_size": 4096, "shape": [300, 200]}
     assert a[0].domain == M.ONNXZIP_DOMAIN and list(a[0].input) == ["p", "s"]
     assert a[1][1].data_type == onnx.TensorProto.UINT32

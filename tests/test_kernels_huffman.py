@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from onnxzip.kernels import huffman as H
 from onnxzip.kernels.huffman import (
     HuffmanError,
     HuffmanStream,
@@ -200,12 +201,27 @@ def _code_table(lengths) -> dict[tuple[int, int], int]:
     return {(int(ln), int(c)): i for i, (ln, c) in enumerate(zip(lengths, codes, strict=True)) if ln}
 
 
-def _reference_inflate(seg: bytes) -> tuple[list[int], np.ndarray]:
-    """Read one literal-only dynamic block by RFC 1951 section 3.2.7: (symbols, lit lengths)."""
+def _length_table() -> dict[int, tuple[int, int]]:
+    """RFC 1951 section 3.2.5: length code -> (base length, extra bits)."""
+    table, base = {}, 3
+    for code in range(257, 285):
+        extra = 0 if code < 265 else (code - 261) // 4
+        table[code] = (base, extra)
+        base += 1 << extra
+    table[285] = (258, 0)
+    return table
+
+
+_LENGTHS = _length_table()
+
+
+def _reference_inflate(seg: bytes) -> tuple[list[int], np.ndarray, int]:
+    """Read one dynamic block by RFC 1951 section 3.2.7: (symbols, lit/len code lengths, matches).
+    The only distance onnxzip writes is 1 (a run of the previous symbol)."""
     r = _Bits(seg)
     assert r.read(1) == 1 and r.read(2) == 2  # BFINAL, BTYPE = 10 (dynamic Huffman)
     hlit, hdist, hclen = r.read(5) + 257, r.read(5) + 1, r.read(4) + 4
-    assert (hlit, hdist) == (257, 1)
+    assert hdist == 1 and hlit <= 286
     order = (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15)
     cl = [0] * 19
     for k in order[:hclen]:
@@ -222,14 +238,25 @@ def _reference_inflate(seg: bytes) -> tuple[list[int], np.ndarray]:
             lengths += [0] * (3 + r.read(3))
         else:
             lengths += [0] * (11 + r.read(7))
-    assert len(lengths) == hlit + hdist and lengths[hlit:] == [0]  # no distance codes
+    assert len(lengths) == hlit + hdist
+    # no distance code (literals only), or the one code for distance 1, of one bit
+    assert lengths[hlit:] == ([0] if hlit == 257 else [1])
     lit = np.array(lengths[:hlit], np.uint8)
-    out = []
+    out: list[int] = []
+    matches = 0
     lit_table = _code_table(lit)
     while (sym := r.symbol(lit_table)) != 256:
-        out.append(sym)
+        if sym < 256:
+            out.append(sym)
+            continue
+        base, extra = _LENGTHS[sym]
+        n = base + r.read(extra)
+        assert r.read(1) == 0  # distance code 0: distance 1, no extra bits
+        assert out, "a match before any literal"
+        out += [out[-1]] * n
+        matches += 1
     assert r.n - r.pos < 8 and r.v >> r.pos == 0  # zero padding to the byte boundary only
-    return out, lit
+    return out, lit, matches
 
 
 def test_tiny_stream_header_bits_by_hand():
@@ -239,7 +266,7 @@ def test_tiny_stream_header_bits_by_hand():
     assert seg[0] == 0b101 and seg[1] & 0b11111 == 0
     hclen = (seg[1] >> 5) | ((seg[2] & 1) << 3)
     assert 0 <= hclen <= 15
-    symbols, lit = _reference_inflate(seg)
+    symbols, lit, _ = _reference_inflate(seg)
     assert symbols == [0, 0, 0]
     assert lit[0] == 1 and lit[256] == 1 and int(lit.sum()) == 2  # symbol 0 and end-of-block
     assert zlib.decompress(seg, -15) == bytes(3)
@@ -260,11 +287,44 @@ def test_segments_are_plain_deflate_and_match_a_reference_reader(alphabet, kind,
     for i, seg in enumerate(segs):
         want = x[i * 1000 : (i + 1) * 1000]
         assert zlib.decompress(seg, -15) == want.tobytes()  # stock zlib, raw DEFLATE
-        symbols, lit = _reference_inflate(seg)
+        symbols, lit, matches = _reference_inflate(seg)
         assert symbols == want.tolist()
-        counts = np.bincount(want, minlength=257)
-        counts[256] = 1
-        np.testing.assert_array_equal(lit, code_lengths(counts, 15))  # optimal code, EOB included
+        if not matches:  # literals only: the optimal code of the histogram, EOB included
+            counts = np.bincount(want, minlength=257)
+            counts[256] = 1
+            np.testing.assert_array_equal(lit, code_lengths(counts, 15))
+
+
+@pytest.mark.parametrize("kind", ["zeros", "sparse", "long_runs", "short_runs", "random"])
+def test_runs_are_matches_only_where_they_are_smaller(kind, monkeypatch):
+    """Long runs of one symbol (a pruned layer's codes) cost bytes, not a bit a symbol; a
+    segment with runs is never larger than its literal-only form, and reads back by the RFC."""
+    rng = np.random.default_rng(3)
+    x = {
+        "zeros": np.zeros(100_000, np.uint8),
+        "sparse": np.where(rng.random(100_000) < 0.004, rng.integers(1, 16, 100_000), 0),
+        "long_runs": np.repeat(rng.integers(0, 16, 500), rng.integers(1, 700, 500)),
+        "short_runs": np.repeat(rng.integers(0, 16, 20_000), rng.integers(1, 6, 20_000)),
+        "random": rng.integers(0, 16, 100_000),
+    }[kind].astype(np.uint8)
+    runs = encode(x, 30_000)
+    monkeypatch.setattr(H, "RUN_THRESHOLDS", ())
+    plain = encode(x, 30_000)
+    assert all(a <= b for a, b in zip(runs.segment_bytes.tolist(), plain.segment_bytes.tolist(), strict=True))
+    total = 0
+    for i, seg in enumerate(runs.segments()):
+        want = x[i * 30_000 : (i + 1) * 30_000]
+        assert zlib.decompress(seg, -15) == want.tobytes()
+        symbols, _, matches = _reference_inflate(seg)
+        assert symbols == want.tolist()
+        total += matches
+    np.testing.assert_array_equal(_decode(runs), x)
+    if kind in ("zeros", "sparse", "long_runs"):
+        assert total > 0 and runs.payload.size < plain.payload.size / 4
+    if kind == "zeros":
+        assert runs.payload.size < 200  # 100k symbols: 4 segments of ~60 bytes
+    if kind == "random":
+        assert total == 0 and runs.payload.tobytes() == plain.payload.tobytes()
 
 
 # --------------------------------------------------------------------------- round trips
@@ -316,7 +376,7 @@ def test_symbol_dtypes(dtype):
 def test_single_symbol_all_symbols_and_empty_streams():
     s = encode(np.full(1001, 5, np.uint8), 100)
     np.testing.assert_array_equal(_decode(s), np.full(1001, 5))
-    assert s.data_bits == 1001  # one bit a symbol
+    assert s.data_bits < 1001 // 10  # a literal and one match a segment, not a bit a symbol
     every = np.arange(256, dtype=np.uint8).repeat(3)
     np.testing.assert_array_equal(_decode(encode(every)), every)
     e = encode(np.zeros(0, np.uint8))

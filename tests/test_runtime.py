@@ -263,7 +263,7 @@ def _rename_input(m):
 CORRUPTIONS = {
     "count+1": (_bump("count", 1), "holds 3072 values but `count` is 3073"),
     "shape-and-count-huge": (lambda m: (_set("shape", [2**20, 2**20])(m), _set("count", 2**40)(m)), "more than a"),
-    "shape-and-count-100x": (lambda m: (_set("shape", [6400, 48])(m), _set("count", 6400 * 48)(m)), "more than a"),
+    "shape-and-count-2000x": (lambda m: (_set("shape", [64000, 96])(m), _set("count", 64000 * 96)(m)), "more than a"),
     "shape-transposed": (_set("shape", [48, 64]), "segment 0 checksum mismatch"),
     "negative-dim": (lambda m: (_set("shape", [-64, -48])(m)), "negative dimension"),
     "dtype-uint8": (_set("dtype", TensorProto.UINT8), "segment 0 checksum mismatch"),
@@ -307,10 +307,10 @@ def test_damaged_streams_raise_clean_model_error(case):
 
 def test_newer_format_version_asks_for_upgrade():
     m, _ = coded_model()
-    set_attr(hd_node(m), "version", 3)
+    set_attr(hd_node(m), "version", HO.FORMAT_VERSION + 1)
     with pytest.raises(ModelError) as e:
         to_plain(m)
-    assert "format version 3 is newer" in e.value.message and "upgrade onnxzip" in e.value.hint
+    assert f"format version {HO.FORMAT_VERSION + 1} is newer" in e.value.message and "upgrade onnxzip" in e.value.hint
 
 
 def test_version_1_node_asks_for_recompression(tmp_path: Path):
