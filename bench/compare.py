@@ -1075,7 +1075,7 @@ def judge(runs: list[ModelRun]) -> list[Verdict]:
                         gaps.append(f"x{r:.2f} fp32 latency at {th}t")
             out.append(Verdict(TARGETS[tk_], mr.name, met if ok(b) else (None if met else False), "; ".join(parts), "; ".join(gaps)))
         # 4. Huffman no larger than zstd -19 of the same pre-Huffman model
-        z = by.get("zstd-pre-huffman")
+        z, dc = by.get("zstd-pre-huffman"), by.get("deep-compression")  # the preset whose pre-Huffman file z is
         if dc and dc.stored and z and z.stored:
             met = dc.stored <= z.stored
             gap = f"{100 * (dc.stored / z.stored - 1):+.1f}%"
