@@ -174,7 +174,7 @@ def global_threshold_masks(
             active = [i for i in active if i not in over_set]
 
     masks = []
-    for a, p in zip(arrays, prunes):
+    for a, p in zip(arrays, prunes, strict=True):
         assert p is not None
         masks.append(np.logical_not(p).reshape(a.shape))
     return masks

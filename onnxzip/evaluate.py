@@ -885,28 +885,39 @@ def _activation_errors(original: onnx.ModelProto, compressed: onnx.ModelProto, m
         return {o: n for n in m.graph.node for o in n.output if o}
 
     pa, pb = produced(original), produced(compressed)
+    # a tensor compact-names renamed is found as the same output of the same node
+    slots_b = {(n.name, i): o for n in compressed.graph.node if n.name for i, o in enumerate(n.output) if o}
     outputs = {o.name for o in original.graph.output}
     try:
         inferred = onnx.shape_inference.infer_shapes(original)
         types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
     except Exception:
         types = {}
-    names = [n for n in pa if n in pb and n not in consts and n not in outputs and (types.get(n) is None or _float_type(types.get(n, 0)))]
+
+    def twin(n: str) -> str | None:
+        node = pa[n]
+        if n in pb and pb[n].op_type == node.op_type:
+            return n
+        b = slots_b.get((node.name, list(node.output).index(n))) if node.name else None
+        return b if b is not None and pb[b].op_type == node.op_type else None
+
+    pairs = {n: twin(n) for n in pa if n not in consts and n not in outputs and (types.get(n) is None or _float_type(types.get(n, 0)))}
+    names = [n for n, b in pairs.items() if b is not None and b not in consts]
     if not names:
         return []
 
-    def with_outputs(m: onnx.ModelProto) -> onnx.ModelProto:
+    def with_outputs(m: onnx.ModelProto, which: list[str]) -> onnx.ModelProto:
         c = onnx.ModelProto()
         c.CopyFrom(m)
-        for n in names:
+        for n in which:
             c.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
         return c
 
     from onnxzip.runtime import session_from_model
 
     try:
-        sa = session_from_model(with_outputs(original), ["CPUExecutionProvider"], optimization="none")
-        sb = session_from_model(with_outputs(compressed), ["CPUExecutionProvider"], optimization="none")
+        sa = session_from_model(with_outputs(original, names), ["CPUExecutionProvider"], optimization="none")
+        sb = session_from_model(with_outputs(compressed, [pairs[n] for n in names]), ["CPUExecutionProvider"], optimization="none")
     except Exception:
         return []
     idx_a = {o.name: i for i, o in enumerate(sa.get_outputs())}
@@ -917,7 +928,7 @@ def _activation_errors(original: onnx.ModelProto, compressed: onnx.ModelProto, m
     for feeds, _ in make_batches():
         ra, rb = sa.run(None, feeds), sb.run(None, feeds)
         for n in names:
-            a, b = ra[idx_a[n]], rb[idx_b[n]]
+            a, b = ra[idx_a[n]], rb[idx_b[pairs[n]]]
             if a.shape != b.shape or a.dtype.kind != "f" or b.dtype.kind != "f":
                 bad.add(n)
                 continue

@@ -18,6 +18,7 @@ from onnxzip.passes.base import (
     TensorStat,
 )
 from onnxzip.passes.cast_fp16 import CastFp16Pass
+from onnxzip.passes.compact_names import CompactNamesPass
 from onnxzip.passes.factorize import FactorizePass
 from onnxzip.passes.huffman import HuffmanPass
 from onnxzip.passes.prune import PrunePass
@@ -32,6 +33,7 @@ REGISTRY: dict[str, type[Pass]] = {
     "huffman": HuffmanPass,
     "prune": PrunePass,
     "quantize": QuantizePass,
+    "compact-names": CompactNamesPass,
 }
 
 
@@ -55,6 +57,10 @@ ORDER_RULES: tuple[OrderRule, ...] = (
     OrderRule("quantize", "huffman", "huffman codes the integer streams quantize writes"),
     OrderRule("cast-fp16", "huffman", "huffman must be the last weight-changing pass"),
     OrderRule("simplify", "huffman", "onnxsim cannot fold through ai.onnxzip nodes"),
+    *(
+        OrderRule(p, "compact-names", "the passes' include/exclude/overrides name the tensors compact-names renames")
+        for p in ("simplify", "prune", "factorize", "quantize", "cast-fp16", "huffman")
+    ),
 )
 
 __all__ = [
