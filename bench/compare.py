@@ -8,7 +8,7 @@ For every model prepared by ``bench/models.py`` (magika, ocr_det, ocr_cls, ocr_r
 never downloaded here) and on the same inputs (``eval.npz``; calibration from ``calib.npz``):
 
 * onnxzip presets: int8-dynamic, int8-static, int4-weight-only, kmeans-5bit, deep-compression
-  (plus the same recipe without its last ``huffman`` pass), lowrank-90, prune-channels-25, and
+  (plus the same recipe without its ``huffman`` pass), lowrank-90, prune-channels-25, and
   any ``--recipe NAME=path.yaml``. A preset that changes no weight is reported as
   ``n/a: reason``; one that raises is reported with its error line. The harness never stops.
 * peers: onnxruntime ``quantize_dynamic`` (per channel), ``quantize_static`` (QDQ, per channel,
@@ -638,11 +638,11 @@ def bench_model(name: str, entry, args, work: Path) -> ModelRun:
         if preset == "deep-compression":
             try:
                 rec = load_recipe(preset)
-                if rec.passes and rec.passes[-1].name == "huffman":
-                    pre = dataclasses.replace(rec, passes=rec.passes[:-1], name=f"{rec.name} without huffman")
+                if any(st.name == "huffman" for st in rec.passes):
+                    pre = dataclasses.replace(rec, passes=tuple(st for st in rec.passes if st.name != "huffman"), name=f"{rec.name} without huffman")
                     add(onnxzip_row(PRE_HUFFMAN, "onnxzip deep-compression, pre-Huffman", model, pre, d / f"{PRE_HUFFMAN}.onnx", calib))
                 else:
-                    errors.append("deep-compression has no final huffman pass: no pre-Huffman row")
+                    errors.append("deep-compression has no huffman pass: no pre-Huffman row")
             except Exception as e:
                 add(Row(PRE_HUFFMAN, "onnxzip", "onnxzip deep-compression, pre-Huffman", status="failed", reason=first_line(e)))
     if name in args.tune:
@@ -864,6 +864,39 @@ def entropy_bits(a: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+def _roles(proto: onnx.ModelProto) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
+    """Name-free roles of the main graph's initializers (compact-names leaves ids, not
+    `_codes` / `_codebook` suffixes): "codebook" (reaches a Gather's data input through
+    Casts), "codes" (reaches its indices through Cast/Add), "payload" / "segments" (inputs of
+    an ai.onnxzip node); and each tensor's first consumer as (node name, input index)."""
+    consumer: dict[str, tuple[str, int]] = {}
+    users: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for n in proto.graph.node:
+        for i, x in enumerate(n.input):
+            if x:
+                consumer.setdefault(x, (n.name, i))
+                users.setdefault(x, []).append((n, i))
+    roles: dict[str, str] = {}
+
+    def reaches_gather(name: str, depth: int = 0) -> str | None:
+        for n, i in users.get(name, []):
+            if n.op_type == "Gather":
+                return "codebook" if i == 0 else "codes"
+            if n.op_type in ("Cast", "Add") and depth < 3:
+                r = reaches_gather(n.output[0], depth + 1)
+                if r:
+                    return r
+        return None
+
+    for t in proto.graph.initializer:
+        first = users.get(t.name, [])
+        if first and (first[0][0].domain or "") == "ai.onnxzip":
+            roles[t.name] = "payload" if first[0][1] == 0 else "segments"
+        elif (r := reaches_gather(t.name)) is not None:
+            roles[t.name] = r
+    return roles, consumer
+
+
 def analyse(by: dict[str, Row], d: Path) -> dict:
     """Where deep-compression's bytes go, and Huffman against zstd per coded stream."""
     import zstandard
@@ -873,22 +906,20 @@ def analyse(by: dict[str, Row], d: Path) -> dict:
     if not dc or dc.status != "ok" or dc.path is None:
         return {}
     proto = onnx.load(str(dc.path))
-    huff_in: dict[str, str] = {}
-    streams = []
-    for n in proto.graph.node:
-        if (n.domain or "") == "ai.onnxzip":
-            for i in n.input:
-                huff_in[i] = n.output[0]
-            streams.append(n)
+    roles, consumer = _roles(proto)
+    streams = [n for n in proto.graph.node if (n.domain or "") == "ai.onnxzip"]
     cats: Counter = Counter()
     tensor_bytes = 0
     for t in proto.graph.initializer:
         nb = len(t.raw_data) if t.raw_data else numpy_helper.to_array(t).nbytes
         tensor_bytes += nb
         dt = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name
-        if t.name in huff_in:
-            cats["Huffman chunk offsets" if t.name.endswith("_offsets") else "Huffman bitstreams"] += nb
-        elif "codebook" in t.name:
+        role = roles.get(t.name)
+        if role == "payload":
+            cats["Huffman bitstreams"] += nb
+        elif role == "segments":
+            cats["Huffman segment tables (length, CRC)"] += nb
+        elif role == "codebook":
             cats[f"k-means codebooks ({dt})"] += nb
         else:
             cats[f"other tensors ({dt})"] += nb
@@ -896,24 +927,27 @@ def analyse(by: dict[str, Row], d: Path) -> dict:
     cats["Huffman code tables (node attributes)"] += attrs
     cats["graph structure, names, metadata"] += max(0, dc.stored - tensor_bytes - attrs) if dc.stored else 0
     out = {"bytes": dict(cats.most_common()), "stored": dc.stored, "streams": []}
-    pre_inits = {}
+    pre_at: dict[tuple[str, int], onnx.TensorProto] = {}  # pre-Huffman initializers by consumer slot
     if pre and pre.status == "ok" and pre.path is not None:
         pre_proto = onnx.load(str(pre.path))
-        pre_inits = {t.name: t for t in pre_proto.graph.initializer}
+        pre_roles, pre_consumer = _roles(pre_proto)
+        pre_at = {pre_consumer[t.name]: t for t in pre_proto.graph.initializer if t.name in pre_consumer}
         pre_cats: Counter = Counter()
         for t in pre_proto.graph.initializer:
             nb = len(t.raw_data) if t.raw_data else numpy_helper.to_array(t).nbytes
             dt = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name
-            pre_cats["k-means codes (" + dt + ")" if t.name.endswith("_codes") else ("k-means codebooks" if "codebook" in t.name else f"other tensors ({dt})")] += nb
+            role = pre_roles.get(t.name)
+            pre_cats[f"k-means codes ({dt})" if role == "codes" else ("k-means codebooks" if role == "codebook" else f"other tensors ({dt})")] += nb
         out["pre_bytes"] = dict(pre_cats.most_common())
     zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     init_bytes = {t.name: len(t.raw_data) for t in proto.graph.initializer}
     for n in streams:
-        name = n.output[0]
+        slot = consumer.get(n.output[0])
         hb = init_bytes.get(n.input[0], 0)
-        s = {"tensor": name, "huffman_bytes": hb, "offset_bytes": sum(init_bytes.get(i, 0) for i in n.input[1:])}
-        if name in pre_inits:
-            a = numpy_helper.to_array(pre_inits[name])
+        # named by the node that reads the stream (node names survive compact-names)
+        s = {"tensor": slot[0].removesuffix("_codes_cast") if slot else n.output[0], "huffman_bytes": hb, "offset_bytes": sum(init_bytes.get(i, 0) for i in n.input[1:])}
+        if slot in pre_at:
+            a = numpy_helper.to_array(pre_at[slot])
             _, counts = np.unique(a, return_counts=True)
             s.update({
                 "symbols": int(a.size), "distinct": len(counts), "zero_fraction": float(counts.max() / a.size),
