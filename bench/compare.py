@@ -1342,12 +1342,12 @@ def render_readme_block(runs: list[ModelRun], verdicts: list[Verdict], env: dict
     for key, title in TARGETS.items():
         cells = []
         for mr in runs:
-            v = next((x for x in verdicts if x.target == title and x.model == mr.name), None)
-            if v is None:
-                cells.append("")
-                continue
-            word = "met" if v.met else ("**MISSED**" if v.met is False else "not judged")
-            cells.append(f"{word}" + (f": {v.short}" if v.short and (v.met is not True or key in ('t1', 't4')) else ""))
+            # the preset's verdict, then its data-aware and tuned forms' (t1, t2), one a line
+            parts = []
+            for v in (x for x in verdicts if x.target == title and x.model == mr.name):
+                word = "met" if v.met else ("**MISSED**" if v.met is False else "not judged")
+                parts.append(f"{word}" + (f": {v.short}" if v.short and (v.met is not True or key in ('t1', 't4')) else ""))
+            cells.append("<br>".join(parts))
         L.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(L)
 
