@@ -198,7 +198,7 @@ def onnxzip_row(key: str, label: str, model: Path, recipe, out: Path, calib: Pat
         row.status = "n/a"
         row.reason = "changes no weight (" + "; ".join((warns or skips or ["no pass rewrote a tensor"])[:2]) + ")"
     else:
-        row.notes.insert(0, "tensors rewritten: " + ", ".join(f"{k} {v}" for k, v in changed.items()))
+        row.notes.insert(0, "tensors rewritten: " + ", ".join(f"{k} {v}" for k, v in changed.items() if v))
     return row
 
 
