@@ -94,9 +94,10 @@ def from_symbols(symbols: np.ndarray, elem_type: int, shape: tuple[int, ...]) ->
     return vals.astype(np_dtype).reshape(shape)
 
 
-def header_seed(elem_type: int, shape: tuple[int, ...], count: int, segment_size: int, version: int = FORMAT_VERSION) -> int:
-    """CRC-32 of the node's header: the start value of every segment checksum."""
-    header = struct.pack(f"<5q{len(shape)}q", version, elem_type, count, segment_size, len(shape), *shape)
+def header_seed(elem_type: int, shape: tuple[int, ...], count: int, segment_size: int, version: int | None = None) -> int:
+    """CRC-32 of the node's header (``version`` None: the one this onnxzip writes): the start
+    value of every segment checksum."""
+    header = struct.pack(f"<5q{len(shape)}q", FORMAT_VERSION if version is None else version, elem_type, count, segment_size, len(shape), *shape)
     return zlib.crc32(header)
 
 

@@ -401,3 +401,24 @@ def test_fuzz_every_outcome_is_a_correct_decode_or_a_clean_error():
     assert outcomes["error"] > 50, outcomes
     # never more than a small multiple of what the payload can legitimately expand to
     assert peak < 64 * 8 * payload_bytes + (1 << 20), peak
+
+
+def test_format_2_files_still_decode_and_keep_their_tighter_bound(monkeypatch):
+    """A literal-only version-2 file (what onnxzip wrote before runs) decodes bit-exactly; its
+    expansion bound stays 8 symbols a payload byte."""
+    from onnxzip.kernels import huffman as H
+
+    monkeypatch.setattr(H, "RUN_THRESHOLDS", ())
+    monkeypatch.setattr(HO, "FORMAT_VERSION", 2)
+    m, q = coded_model()
+    monkeypatch.undo()
+    assert HO.FORMAT_VERSION == 3
+    node = hd_node(m)
+    assert helper.get_attribute_value(next(a for a in node.attribute if a.name == "version")) == 2
+    np.testing.assert_array_equal(numpy_helper.to_array(init(to_plain(m), node.output[0])), q)
+    # 100x the values the payload holds: over version 2's bound, under version 3's
+    set_attr(node, "shape", [6400, 48])
+    set_attr(node, "count", 6400 * 48)
+    with pytest.raises(ModelError) as e:
+        to_plain(m)
+    assert "more than a" in e.value.message
