@@ -945,7 +945,7 @@ def analyse(by: dict[str, Row], d: Path) -> dict:
         slot = consumer.get(n.output[0])
         hb = init_bytes.get(n.input[0], 0)
         # named by the node that reads the stream (node names survive compact-names)
-        s = {"tensor": slot[0].removesuffix("_codes_cast") if slot else n.output[0], "huffman_bytes": hb, "offset_bytes": sum(init_bytes.get(i, 0) for i in n.input[1:])}
+        s = {"tensor": slot[0].removesuffix("_codes_cast") if slot else n.output[0], "huffman_bytes": hb, "table_bytes": sum(init_bytes.get(i, 0) for i in n.input[1:])}
         if slot in pre_at:
             a = numpy_helper.to_array(pre_at[slot])
             _, counts = np.unique(a, return_counts=True)
@@ -962,7 +962,7 @@ def analyse(by: dict[str, Row], d: Path) -> dict:
     z = by.get("zstd-pre-huffman")
     coded = [s for s in out["streams"] if "zstd_bytes" in s]
     if z is not None and z.stored and coded and len(coded) == len(out["streams"]):
-        h_streams = sum(s["huffman_bytes"] + s["offset_bytes"] for s in coded) + attrs
+        h_streams = sum(s["huffman_bytes"] + s["table_bytes"] for s in coded) + attrs
         z_streams = sum(s["zstd_bytes"] for s in coded)
         out["gap"] = {
             "huffman_streams": h_streams, "zstd_streams": z_streams,
@@ -1259,12 +1259,12 @@ def render_results(runs: list[ModelRun], verdicts: list[Verdict], env: dict, arg
             L.append("")
             if a.get("streams"):
                 L += ["Huffman against zstd -19 on each coded stream (bits per weight; the pre-Huffman file stores each 4-bit code in a byte):", "",
-                      "| tensor | symbols | distinct | most common share | entropy (order 0) | Huffman | + offsets | zstd -19 of the codes |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                      "| tensor | symbols | distinct | most common share | entropy (order 0) | Huffman | + segment table | zstd -19 of the codes |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
                 for s in a["streams"][:12]:
                     if "symbols" not in s:
                         continue
                     L.append(f"| `{s['tensor'][-60:]}` | {s['symbols']:,} | {s['distinct']} | {100 * s['zero_fraction']:.1f}% | {s['entropy_bits']:.3f} | "
-                             f"{s['huffman_bits']:.3f} | {(s['huffman_bytes'] + s['offset_bytes']) * 8 / s['symbols']:.3f} | {s['zstd_bits']:.3f} |")
+                             f"{s['huffman_bits']:.3f} | {(s['huffman_bytes'] + s['table_bytes']) * 8 / s['symbols']:.3f} | {s['zstd_bits']:.3f} |")
                 if len(a["streams"]) > 12:
                     L.append(f"| ({len(a['streams']) - 12} smaller streams) | | | | | | | |")
                 L.append("")
@@ -1272,7 +1272,7 @@ def render_results(runs: list[ModelRun], verdicts: list[Verdict], env: dict, arg
                 g = a["gap"]
                 L.append(
                     f"Huffman file against zstd -19 of the pre-Huffman file, {g['huffman_total']:,} vs {g['zstd_total']:,} B: the coded weight streams "
-                    f"(bitstreams + chunk offsets + code tables) take {g['huffman_streams']:,} B against {g['zstd_streams']:,} B when each code array "
+                    f"(bitstreams + segment tables) take {g['huffman_streams']:,} B against {g['zstd_streams']:,} B when each code array "
                     f"is zstd'ed alone ({g['huffman_streams'] - g['zstd_streams']:+,} B); everything else in the file (graph, names, float16 tensors, "
                     f"uncoded small tensors) is stored raw, {g['huffman_rest']:,} B, where zstd packs it into about {g['zstd_rest']:,} B "
                     f"({g['huffman_rest'] - g['zstd_rest']:+,} B).")

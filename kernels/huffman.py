@@ -472,41 +472,32 @@ def _deflate_segment(s: np.ndarray, max_len: int) -> tuple[np.ndarray, int]:
     counts[EOB] = 1
     best_bits, lengths = _cost(counts, max_len, 0)
     best = None
-    if s.size > 8:
-        change = np.flatnonzero(s[1:] != s[:-1]) + 1
-        starts = np.concatenate([[0], change])
+    if RUN_THRESHOLDS and s.size > min(RUN_THRESHOLDS):
+        starts = np.concatenate([[0], np.flatnonzero(s[1:] != s[:-1]) + 1])
         run_len = np.diff(np.append(starts, s.size))
-        if RUN_THRESHOLDS and int(run_len.max()) - 1 >= min(RUN_THRESHOLDS):
-            for t in RUN_THRESHOLDS:
-                runs = _runs(starts, run_len, s, t)
-                if runs.start.size == 0:
-                    break
-                c = _run_counts(s_counts, runs)
-                bits, ln = _cost(c, max_len, 1)
-                if bits < best_bits:
-                    best_bits, lengths, best, counts = bits, ln, runs, c
-    if best is None:
-        rev = _reverse_bits(canonical_codes(lengths), lengths)
-        lens64 = lengths.astype(np.uint64)
-        hv, hb = _block_header(lengths)
+        for t in RUN_THRESHOLDS:  # ascending: once no run is long enough, none of the rest is
+            runs = _runs(starts, run_len, s, t)
+            if runs.start.size == 0:
+                break
+            c = _run_counts(s_counts, runs)
+            bits, ln = _cost(c, max_len, 1)
+            if bits < best_bits:
+                best_bits, lengths, best, counts = bits, ln, runs, c
+    rev = _reverse_bits(canonical_codes(lengths), lengths)
+    lens64 = lengths.astype(np.uint64)
+    hv, hb = _block_header(lengths, 0 if best is None else 1)
+    blocks = [(hv, hb)]
+    if best is None:  # one codeword a symbol
         data_bits = int((counts[:EOB] * lengths[:EOB].astype(np.int64)).sum())
-        blocks = [(hv, hb)]
         for b0 in range(0, s.size, _ENC_BLOCK):
             blk = s[b0 : b0 + _ENC_BLOCK]
             blocks.append((rev[blk], lens64[blk]))
-    else:
+    else:  # a codeword, then a match's extra length bits and its 1-bit distance code (0: distance 1)
         sym, extra = _tokens(s, best)
-        rev = _reverse_bits(canonical_codes(lengths), lengths)
-        lens64 = lengths.astype(np.uint64)
-        hv, hb = _block_header(lengths, 1)
-        is_match = sym > EOB
-        # codeword, then the length's extra bits, then the 1-bit distance code (0: distance 1)
         val = rev[sym] | (extra << lens64[sym])
-        nb = lens64[sym] + _LEN_NX[sym] + is_match.astype(np.uint64)
+        nb = lens64[sym] + _LEN_NX[sym] + (sym > EOB).astype(np.uint64)
         data_bits = int(nb.sum())
-        blocks = [(hv, hb)]
-        for b0 in range(0, sym.size, _ENC_BLOCK):
-            blocks.append((val[b0 : b0 + _ENC_BLOCK], nb[b0 : b0 + _ENC_BLOCK]))
+        blocks.extend((val[b0 : b0 + _ENC_BLOCK], nb[b0 : b0 + _ENC_BLOCK]) for b0 in range(0, sym.size, _ENC_BLOCK))
     total = int(hb.sum()) + data_bits + int(lengths[EOB])
     blocks.append((rev[EOB : EOB + 1], lens64[EOB : EOB + 1]))
     return _pack(blocks, total), data_bits
@@ -592,8 +583,8 @@ def decode(
     """Decode the segments into a uint8 array of ``count`` symbols.
 
     The segment table is checked against the payload and ``count`` (at most
-    :data:`MAX_EXPANSION` symbols a payload byte) before anything proportional to ``count`` is allocated. ``threads`` None:
-    ``min(cpu count, segments)``; zlib releases the GIL, so segments decode in parallel.
+    :data:`MAX_EXPANSION` symbols a payload byte) before anything proportional to ``count``
+    is allocated. ``threads`` None: ``min(cpu count, segments)``; zlib releases the GIL, so segments decode in parallel.
     Any inconsistency, DEFLATE error or checksum mismatch raises :class:`HuffmanError`.
     """
     try:

@@ -1,7 +1,7 @@
 """The ``ai.onnxzip::HuffmanDecode`` node: one Huffman-coded integer tensor.
 
-Format version 3 (2 is read too). The node has no runtime kernel: :func:`decode_node` turns it back into
-the tensor it replaced (``onnxzip.runtime``), before onnxruntime sees the graph.
+Format version 3 (version 2 files are read too). The node has no runtime kernel:
+:func:`decode_node` turns it back into the tensor it replaced (``onnxzip.runtime``), before onnxruntime sees the graph.
 
 Inputs (initializers of the node's graph)
 
@@ -25,9 +25,10 @@ Symbols are the stored bits of each value, one byte each: an int8 -1 is symbol 2
 -1 symbol 15 (int4/uint4 values are unpacked to one symbol a byte, then packed back).
 
 Decoding validates everything before allocating: attribute types and ranges, shape product
-== count, the segment table against the payload size (a segment of b bytes holds at most 8b
-symbols in version 2, literals only, and 1032b in version 3: a 258-symbol match takes 2 bits), then inflates each segment with an output limit of its symbol count plus one: it
-must end exactly after its symbols, with no byte left over, and match its checksum (which
+== count, the segment table against the payload size (a payload of b bytes holds at most
+8b symbols in version 2, literals only, and 1032b in version 3, where a 258-symbol match
+takes 2 bits), then inflates each segment with an output limit of its symbol count plus
+one: it must end exactly after its symbols, with no byte left over, and match its checksum (which
 also binds the header). Any failure is a :class:`ModelError` saying the stream is damaged;
 a version-1 node (onnxzip's earlier chunked format) asks for recompression.
 """
@@ -48,7 +49,10 @@ from onnxzip.kernels import huffman as H
 
 OP_TYPE = "HuffmanDecode"
 FORMAT_VERSION = 3
-READ_VERSIONS = (2, 3)  # 3 added distance-1 matches (runs); 2 is literals only
+# Versions read, each with the most symbols one payload byte may decode to: 2 is literals
+# only (8), 3 added distance-1 matches for runs (1032).
+EXPANSION = {2: 8, 3: H.MAX_EXPANSION}
+READ_VERSIONS = tuple(EXPANSION)
 MAX_CODE_LEN = 15  # DEFLATE's longest code; inflate's two-level tables make it free to decode
 
 # ONNX elem type -> (bits per value, signed)
@@ -97,7 +101,8 @@ def from_symbols(symbols: np.ndarray, elem_type: int, shape: tuple[int, ...]) ->
 def header_seed(elem_type: int, shape: tuple[int, ...], count: int, segment_size: int, version: int | None = None) -> int:
     """CRC-32 of the node's header (``version`` None: the one this onnxzip writes): the start
     value of every segment checksum."""
-    header = struct.pack(f"<5q{len(shape)}q", FORMAT_VERSION if version is None else version, elem_type, count, segment_size, len(shape), *shape)
+    v = FORMAT_VERSION if version is None else version
+    header = struct.pack(f"<5q{len(shape)}q", v, elem_type, count, segment_size, len(shape), *shape)
     return zlib.crc32(header)
 
 
@@ -233,8 +238,7 @@ def decode_node(node: onnx.NodeProto, scope: M.Scope, *, threads: int | None = N
 
     Nothing proportional to the declared size is allocated before the header and segment
     table have been checked against the payload, so a damaged or hostile file cannot request
-    more memory than its payload could legitimately expand to (8 symbols a byte in version 2,
-    1032 in version 3).
+    more memory than its payload could legitimately expand to (:data:`EXPANSION`).
     ``threads`` None: one per core, at most one per segment.
     """
     if len(node.output) != 1 or not node.output[0]:
@@ -258,7 +262,7 @@ def decode_node(node: onnx.NodeProto, scope: M.Scope, *, threads: int | None = N
         raise _damaged(node, f"`segment_size` {seg} is out of range")
     payload_t = _input_tensor(node, scope, 0, "payload", onnx.TensorProto.UINT8, 1)
     table_t = _input_tensor(node, scope, 1, "segment table", onnx.TensorProto.UINT32, 2)
-    if count > (8 if a["version"] == 2 else H.MAX_EXPANSION) * int(payload_t.dims[0]):
+    if count > EXPANSION[a["version"]] * int(payload_t.dims[0]):
         raise _damaged(node, f"`count` {count} is more than a {payload_t.dims[0]}-byte payload can hold")
     n_seg = -(-count // seg)
     if list(table_t.dims) != [n_seg, 2]:

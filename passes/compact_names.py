@@ -68,7 +68,7 @@ def _rename_graph(g: onnx.GraphProto, new: dict[str, str]) -> None:
         t.name = r(t.name)
     for st in g.sparse_initializer:
         st.values.name = r(st.values.name)
-        st.indices.name = r(st.indices.name) if st.indices.name else st.indices.name
+        st.indices.name = r(st.indices.name)
     for n in g.node:
         n.input[:] = [r(x) for x in n.input]
         n.output[:] = [r(x) for x in n.output]
